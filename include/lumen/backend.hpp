@@ -1,0 +1,51 @@
+// backend.hpp: the small set of operations a compute backend implements; the forward pass of every
+// architecture is written once against it. Activations are row-major float arrays.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "error.hpp"
+#include "tensor.hpp"
+
+namespace lumen {
+
+// Shapes of one attention call. q holds n_tokens rows for positions pos0 .. pos0 + n_tokens - 1;
+// the caches already hold keys and values for positions 0 .. pos0 + n_tokens - 1.
+struct attention_shape {
+    int64_t n_tokens;
+    int64_t pos0;
+    int64_t n_heads;
+    int64_t n_kv_heads;  // n_heads / n_kv_heads query heads share one key/value head (GQA)
+    int64_t head_dim;
+    int64_t kv_stride;   // floats between consecutive positions in the caches
+};
+
+class backend {
+public:
+    virtual ~backend() = default;
+    virtual std::string_view name() const = 0;
+    virtual int n_threads() const = 0;
+
+    // Y (n, rows) = X (n, cols) @ W^T for a weight W (rows, cols) of any supported dtype.
+    virtual void matmul(const tensor_view& w, const float* x, float* y, int64_t n) = 0;
+    // out (n, dim) = x / sqrt(mean(x^2) + eps) * weight (dim,), row by row.
+    virtual void rmsnorm(float* out, const float* x, const float* weight, int64_t n, int64_t dim, float eps) = 0;
+    // Rotates adjacent pairs (2i, 2i+1) of the first rope_dims of each head of x (n, n_heads * head_dim);
+    // row t is at position pos0 + t.
+    virtual void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, int64_t rope_dims, int64_t pos0,
+                      float freq_base) = 0;
+    // out (n, n_heads * head_dim) = softmax(q k^T / sqrt(head_dim), causal) v over the caches.
+    virtual void attention(float* out, const float* q, const float* k_cache, const float* v_cache,
+                           const attention_shape& shape) = 0;
+    // out (n,) = silu(gate) * up
+    virtual void swiglu(float* out, const float* gate, const float* up, int64_t n) = 0;
+    // x (n,) += y (n,)
+    virtual void add(float* x, const float* y, int64_t n) = 0;
+    // out (n, cols) = rows ids[0..n) of table (n_rows, cols), dequantized
+    virtual void get_rows(float* out, const tensor_view& table, const int32_t* ids, int64_t n) = 0;
+};
+
+}  // namespace lumen

@@ -1,0 +1,55 @@
+// cpu/cpu_backend.hpp: the CPU backend, always present (also what WebAssembly uses): the op
+// interface of backend.hpp on top of the kernels and one reusable thread pool.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "../backend.hpp"
+#include "../quant.hpp"
+#include "attention.hpp"
+#include "kernels.hpp"
+#include "thread_pool.hpp"
+
+namespace lumen::cpu {
+
+class cpu_backend final : public backend {
+public:
+    explicit cpu_backend(int n_threads) : pool_(n_threads < 1 ? 1 : n_threads) {}
+
+    std::string_view name() const override { return "cpu"; }
+    int n_threads() const override { return pool_.size(); }
+    thread_pool& pool() { return pool_; }
+
+    void matmul(const tensor_view& w, const float* x, float* y, int64_t n) override {
+        if (n == 1) cpu::matvec(w, x, y, pool_);
+        else cpu::matmul(w, x, y, n, pool_);
+    }
+    void rmsnorm(float* out, const float* x, const float* weight, int64_t n, int64_t dim, float eps) override {
+        for (int64_t t = 0; t < n; ++t) cpu::rmsnorm(out + t * dim, x + t * dim, weight, dim, eps);
+    }
+    void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, int64_t rope_dims, int64_t pos0,
+              float freq_base) override {
+        for (int64_t t = 0; t < n; ++t)
+            cpu::rope_adjacent_pairs(x + t * n_heads * head_dim, n_heads, head_dim, rope_dims, pos0 + t, freq_base);
+    }
+    void attention(float* out, const float* q, const float* k_cache, const float* v_cache,
+                   const attention_shape& shape) override {
+        cpu::attention(out, q, k_cache, v_cache, shape, pool_);
+    }
+    void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
+        cpu::swiglu(out, gate, up, n);
+    }
+    void add(float* x, const float* y, int64_t n) override {
+        for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+    }
+    void get_rows(float* out, const tensor_view& table, const int32_t* ids, int64_t n) override {
+        const int64_t cols = table.cols();
+        for (int64_t t = 0; t < n; ++t) dequantize_row(table.type, table.row(ids[t]), out + t * cols, cols);
+    }
+
+private:
+    thread_pool pool_;
+};
+
+}  // namespace lumen::cpu

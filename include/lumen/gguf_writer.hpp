@@ -1,0 +1,152 @@
+// gguf_writer.hpp: writes GGUF v3 files that llama.cpp and lumen's reader both load: metadata of
+// every value type, then tensor infos, then the aligned tensor data.
+#pragma once
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "error.hpp"
+#include "gguf.hpp"
+#include "gguf_value.hpp"
+#include "tensor.hpp"
+
+namespace lumen {
+
+class gguf_writer {
+public:
+    // Sets (or replaces) a metadata key. Plain C++ values map to GGUF types by their type:
+    // uint32_t → u32, int32_t → i32, float → f32, bool → bool, std::string → string, ...
+    void set(const std::string& key, gguf_value value) {
+        for (auto& kv : metadata_)
+            if (kv.first == key) { kv.second = std::move(value); return; }
+        metadata_.emplace_back(key, std::move(value));
+    }
+    void set_string(const std::string& key, std::string v) { set(key, gguf_value(std::move(v))); }
+
+    template <class T>
+    void set_array(const std::string& key, const std::vector<T>& values) {
+        gguf_array arr;
+        arr.type = gguf_value(T{}).type();
+        arr.values.reserve(values.size());
+        for (const T& v : values) arr.values.emplace_back(v);
+        set(key, gguf_value(std::move(arr)));
+    }
+
+    // Adds a tensor; ne[0] is the row length. `data` must hold exactly the bytes of that shape.
+    void add_tensor(const std::string& name, dtype type, std::vector<int64_t> ne, std::vector<std::byte> data) {
+        if (ne.empty() || ne.size() > gguf_max_dims)
+            throw error("gguf_writer: tensor '" + name + "' must have 1 to 4 dimensions");
+        int64_t n = 1;
+        for (int64_t d : ne) {
+            if (d <= 0) throw error("gguf_writer: tensor '" + name + "' has a non-positive dimension");
+            n *= d;
+        }
+        const int64_t expected = row_bytes(type, ne[0]) * (n / ne[0]);
+        if (static_cast<int64_t>(data.size()) != expected)
+            throw error("gguf_writer: tensor '" + name + "' has " + std::to_string(data.size()) + " bytes, expected " +
+                        std::to_string(expected));
+        for (const auto& t : tensors_)
+            if (t.name == name) throw error("gguf_writer: duplicate tensor '" + name + "'");
+        tensors_.push_back({name, type, std::move(ne), std::move(data)});
+    }
+    // Convenience for F32 tensors.
+    void add_tensor_f32(const std::string& name, std::vector<int64_t> ne, std::span<const float> values) {
+        std::vector<std::byte> bytes(values.size() * sizeof(float));
+        std::memcpy(bytes.data(), values.data(), bytes.size());
+        add_tensor(name, dtype::f32, std::move(ne), std::move(bytes));
+    }
+
+    uint32_t alignment() const {
+        for (const auto& kv : metadata_)
+            if (kv.first == "general.alignment") return static_cast<uint32_t>(kv.second.as_int("general.alignment"));
+        return gguf_default_alignment;
+    }
+
+    // Serialises the whole file to memory.
+    std::vector<std::byte> to_bytes() const {
+        std::vector<std::byte> out;
+        put<uint32_t>(out, gguf_magic);
+        put<uint32_t>(out, 3);
+        put<uint64_t>(out, tensors_.size());
+        put<uint64_t>(out, metadata_.size());
+        for (const auto& [key, value] : metadata_) {
+            put_string(out, key);
+            put<uint32_t>(out, static_cast<uint32_t>(value.type()));
+            put_value(out, value);
+        }
+        const uint64_t align = alignment();
+        uint64_t offset = 0;
+        for (const auto& t : tensors_) {
+            put_string(out, t.name);
+            put<uint32_t>(out, static_cast<uint32_t>(t.ne.size()));
+            for (int64_t d : t.ne) put<uint64_t>(out, static_cast<uint64_t>(d));
+            put<uint32_t>(out, static_cast<uint32_t>(t.type));
+            put<uint64_t>(out, offset);
+            offset += (t.data.size() + align - 1) / align * align;
+        }
+        out.resize((out.size() + align - 1) / align * align, std::byte{0});
+        for (const auto& t : tensors_) {
+            out.insert(out.end(), t.data.begin(), t.data.end());
+            out.resize((out.size() + align - 1) / align * align, std::byte{0});
+        }
+        return out;
+    }
+
+    void write(const std::string& path) const {
+        const std::vector<std::byte> bytes = to_bytes();
+        std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "wb"), &std::fclose);
+        if (!f) throw error(path + ": cannot open for writing");
+        if (std::fwrite(bytes.data(), 1, bytes.size(), f.get()) != bytes.size())
+            throw error(path + ": write failed");
+        if (std::fflush(f.get()) != 0) throw error(path + ": write failed");
+    }
+
+private:
+    struct pending_tensor {
+        std::string name;
+        dtype type;
+        std::vector<int64_t> ne;
+        std::vector<std::byte> data;
+    };
+
+    template <class T>
+    static void put(std::vector<std::byte>& out, T v) {
+        const size_t at = out.size();
+        out.resize(at + sizeof(T));
+        std::memcpy(out.data() + at, &v, sizeof(T));
+    }
+    static void put_string(std::vector<std::byte>& out, const std::string& s) {
+        put<uint64_t>(out, s.size());
+        const auto* p = reinterpret_cast<const std::byte*>(s.data());
+        out.insert(out.end(), p, p + s.size());
+    }
+    static void put_value(std::vector<std::byte>& out, const gguf_value& value) {
+        std::visit([&](const auto& v) {
+            using T = std::decay_t<decltype(v)>;
+            if constexpr (std::is_same_v<T, std::string>) {
+                put_string(out, v);
+            } else if constexpr (std::is_same_v<T, gguf_array>) {
+                put<uint32_t>(out, static_cast<uint32_t>(v.type));
+                put<uint64_t>(out, v.values.size());
+                for (const gguf_value& e : v.values) {
+                    if (e.type() != v.type) throw error("gguf_writer: array element of the wrong type");
+                    put_value(out, e);
+                }
+            } else if constexpr (std::is_same_v<T, bool>) {
+                put<uint8_t>(out, v ? 1 : 0);
+            } else {
+                put<T>(out, v);
+            }
+        }, value.value);
+    }
+
+    std::vector<std::pair<std::string, gguf_value>> metadata_;
+    std::vector<pending_tensor> tensors_;
+};
+
+}  // namespace lumen

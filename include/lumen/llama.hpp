@@ -1,0 +1,168 @@
+// llama.hpp: the `llama` architecture (Llama 1/2/3, TinyLlama, SmolLM, Mistral, stories*): its
+// weights, checked against the config at load, and its forward pass, written against backend.hpp.
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <xtensor/xtensor.hpp>
+
+#include "backend.hpp"
+#include "error.hpp"
+#include "gguf.hpp"
+#include "model_config.hpp"
+#include "tensor_names.hpp"
+
+namespace lumen {
+
+struct llama_layer {
+    const tensor_view* attn_norm;    // (dim,)          F32
+    const tensor_view* wq;           // (q_dim, dim)    rows are heads × head_dim, adjacent-pair RoPE layout
+    const tensor_view* wk;           // (kv_dim, dim)
+    const tensor_view* wv;           // (kv_dim, dim)
+    const tensor_view* wo;           // (dim, q_dim)
+    const tensor_view* ffn_norm;     // (dim,)          F32
+    const tensor_view* w_gate;       // (hidden_dim, dim)   "w1"
+    const tensor_view* w_up;         // (hidden_dim, dim)   "w3"
+    const tensor_view* w_down;       // (dim, hidden_dim)   "w2"
+};
+
+struct llama_weights {
+    const tensor_view* token_embd;   // (n_vocab, dim)
+    std::vector<llama_layer> layers; // n_layers
+    const tensor_view* output_norm;  // (dim,)          F32
+    const tensor_view* output;       // (n_vocab, dim); token_embd itself when the head is tied
+};
+
+namespace detail {
+
+// The tensor `name`, which must exist and have shape ne = {cols, rows} (rows = 1 for a vector).
+inline const tensor_view* expect_tensor(const gguf_file& file, const std::string& name, int64_t cols, int64_t rows,
+                                        bool must_be_f32) {
+    const tensor_view& t = file.get_tensor(name);
+    const bool is_vector = rows == 1;
+    const bool shape_ok = t.ne[0] == cols && t.ne[1] == rows && t.ne[2] == 1 && t.ne[3] == 1 &&
+                          (is_vector || t.n_dims == 2);
+    if (!shape_ok) {
+        std::string got = std::to_string(t.ne[0]);
+        for (uint32_t d = 1; d < t.n_dims; ++d) got += " x " + std::to_string(t.ne[d]);
+        throw error(file.path() + ": tensor '" + name + "' has shape [" + got + "], expected [" + std::to_string(cols) +
+                    (is_vector ? "" : " x " + std::to_string(rows)) + "] (ne0 = row length)");
+    }
+    if (must_be_f32 && t.type != dtype::f32)
+        throw error(file.path() + ": tensor '" + name + "' has type " + std::string(dtype_name(t.type)) + ", expected F32");
+    if (must_be_f32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) != 0)
+        throw error(file.path() + ": tensor '" + name + "' data is not 4-byte aligned");
+    return &t;
+}
+
+}  // namespace detail
+
+// Finds and checks every tensor of a llama model; config.n_vocab must already be set.
+inline llama_weights load_llama_weights(const gguf_file& file, const model_config& c) {
+    namespace tn = tensor_names;
+    using detail::expect_tensor;
+    llama_weights w;
+    w.token_embd = expect_tensor(file, tn::token_embd, c.dim, c.n_vocab, false);
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+        auto blk = [&](const char* what) { return tn::block(l, what); };
+        llama_layer layer;
+        layer.attn_norm = expect_tensor(file, blk(tn::attn_norm), c.dim, 1, true);
+        layer.wq = expect_tensor(file, blk(tn::attn_q), c.dim, c.q_dim(), false);
+        layer.wk = expect_tensor(file, blk(tn::attn_k), c.dim, c.kv_dim(), false);
+        layer.wv = expect_tensor(file, blk(tn::attn_v), c.dim, c.kv_dim(), false);
+        layer.wo = expect_tensor(file, blk(tn::attn_output), c.q_dim(), c.dim, false);
+        layer.ffn_norm = expect_tensor(file, blk(tn::ffn_norm), c.dim, 1, true);
+        layer.w_gate = expect_tensor(file, blk(tn::ffn_gate), c.dim, c.hidden_dim, false);
+        layer.w_up = expect_tensor(file, blk(tn::ffn_up), c.dim, c.hidden_dim, false);
+        layer.w_down = expect_tensor(file, blk(tn::ffn_down), c.hidden_dim, c.dim, false);
+        w.layers.push_back(layer);
+    }
+    w.output_norm = expect_tensor(file, tn::output_norm, c.dim, 1, true);
+    w.output = file.find_tensor(tn::output) ? expect_tensor(file, tn::output, c.dim, c.n_vocab, false) : w.token_embd;
+    return w;
+}
+
+// Activations and the KV cache of one sequence, allocated once for n_ctx positions and batches
+// of up to n_batch tokens.
+struct llama_state {
+    xt::xtensor<float, 3> k_cache;  // (n_layers, n_ctx, kv_dim)
+    xt::xtensor<float, 3> v_cache;  // (n_layers, n_ctx, kv_dim)
+    xt::xtensor<float, 2> x;        // (n_batch, dim)        the residual stream
+    xt::xtensor<float, 2> h;        // (n_batch, dim)        normalised input of a sublayer
+    xt::xtensor<float, 2> q;        // (n_batch, q_dim)
+    xt::xtensor<float, 2> attn;     // (n_batch, q_dim)      attention output, before wo
+    xt::xtensor<float, 2> proj;     // (n_batch, dim)        output of wo or w_down
+    xt::xtensor<float, 2> gate;     // (n_batch, hidden_dim)
+    xt::xtensor<float, 2> up;       // (n_batch, hidden_dim)
+    xt::xtensor<float, 2> logits;   // (n_batch, n_vocab)
+
+    llama_state(const model_config& c, int64_t n_ctx, int64_t n_batch) {
+        const auto ctx = static_cast<size_t>(n_ctx), b = static_cast<size_t>(n_batch);
+        k_cache = xt::xtensor<float, 3>::from_shape({static_cast<size_t>(c.n_layers), ctx, static_cast<size_t>(c.kv_dim())});
+        v_cache = xt::xtensor<float, 3>::from_shape(k_cache.shape());
+        x = xt::xtensor<float, 2>::from_shape({b, static_cast<size_t>(c.dim)});
+        h = xt::xtensor<float, 2>::from_shape(x.shape());
+        proj = xt::xtensor<float, 2>::from_shape(x.shape());
+        q = xt::xtensor<float, 2>::from_shape({b, static_cast<size_t>(c.q_dim())});
+        attn = xt::xtensor<float, 2>::from_shape(q.shape());
+        gate = xt::xtensor<float, 2>::from_shape({b, static_cast<size_t>(c.hidden_dim)});
+        up = xt::xtensor<float, 2>::from_shape(gate.shape());
+        logits = xt::xtensor<float, 2>::from_shape({b, static_cast<size_t>(c.n_vocab)});
+    }
+    int64_t n_ctx() const { return static_cast<int64_t>(k_cache.shape(1)); }
+    int64_t n_batch() const { return static_cast<int64_t>(x.shape(0)); }
+};
+
+// Runs tokens (n,) at positions pos0 .. pos0 + n - 1 through the model, appending their keys and
+// values to the cache. Writes logits (n, n_vocab) for every token, or (1, n_vocab) for the last
+// one only. The caller checks n <= n_batch and pos0 + n <= n_ctx.
+inline void llama_forward(const model_config& c, const llama_weights& w, backend& be, llama_state& s,
+                          const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits) {
+    const int64_t dim = c.dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), hidden = c.hidden_dim;
+    float* x = s.x.data();
+    float* h = s.h.data();
+    float* q = s.q.data();
+    float* attn = s.attn.data();
+    float* proj = s.proj.data();
+    float* gate = s.gate.data();
+    float* up = s.up.data();
+    const int64_t layer_stride = s.n_ctx() * kv_dim;
+
+    be.get_rows(x, *w.token_embd, tokens, n);                              // x = embed(tokens)
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+        const llama_layer& L = w.layers[static_cast<size_t>(l)];
+        float* k_cache = s.k_cache.data() + l * layer_stride;             // (n_ctx, kv_dim)
+        float* v_cache = s.v_cache.data() + l * layer_stride;
+        float* k = k_cache + pos0 * kv_dim;                                // this batch's rows of the cache
+        float* v = v_cache + pos0 * kv_dim;
+
+        // Attention: x = x + wo(attention(rope(wq h), rope(wk h), wv h)), h = rmsnorm(x)
+        be.rmsnorm(h, x, L.attn_norm->data_as_f32(), n, dim, c.rms_norm_eps);
+        be.matmul(*L.wq, h, q, n);                                         // q (n, q_dim)
+        be.matmul(*L.wk, h, k, n);                                         // k (n, kv_dim), into the cache
+        be.matmul(*L.wv, h, v, n);                                         // v (n, kv_dim), into the cache
+        be.rope(q, n, c.n_heads, c.head_dim, c.rope_dims, pos0, c.rope_freq_base);
+        be.rope(k, n, c.n_kv_heads, c.head_dim, c.rope_dims, pos0, c.rope_freq_base);
+        be.attention(attn, q, k_cache, v_cache, {n, pos0, c.n_heads, c.n_kv_heads, c.head_dim, kv_dim});
+        be.matmul(*L.wo, attn, proj, n);                                   // proj (n, dim)
+        be.add(x, proj, n * dim);
+
+        // Feed-forward: x = x + w_down(silu(w_gate h) * w_up h), h = rmsnorm(x)
+        be.rmsnorm(h, x, L.ffn_norm->data_as_f32(), n, dim, c.rms_norm_eps);
+        be.matmul(*L.w_gate, h, gate, n);                                  // gate (n, hidden)
+        be.matmul(*L.w_up, h, up, n);                                      // up (n, hidden)
+        be.swiglu(gate, gate, up, n * hidden);
+        be.matmul(*L.w_down, gate, proj, n);                               // proj (n, dim)
+        be.add(x, proj, n * dim);
+    }
+
+    // logits = output(rmsnorm(x)), for every row or only the last
+    const int64_t first = all_logits ? 0 : n - 1;
+    const int64_t n_out = n - first;
+    be.rmsnorm(h, x + first * dim, w.output_norm->data_as_f32(), n_out, dim, c.rms_norm_eps);
+    be.matmul(*w.output, h, s.logits.data(), n_out);
+}
+
+}  // namespace lumen

@@ -1,0 +1,60 @@
+// model.hpp: a loaded model: the mapped GGUF file, its hyperparameters, its tokenizer and its
+// weights, all checked at load so that inference cannot fail afterwards.
+#pragma once
+
+#include <string>
+#include <utility>
+
+#include "error.hpp"
+#include "gguf.hpp"
+#include "llama.hpp"
+#include "model_config.hpp"
+#include "tokenizer.hpp"
+
+namespace lumen {
+
+class model {
+public:
+    // Maps a GGUF file and checks everything inference needs. Throws lumen::error.
+    static model load(const std::string& path) { return model(gguf_file::open(path)); }
+
+    explicit model(gguf_file file)
+        : file_(std::move(file)), config_(read_model_config(file_)), tokenizer_(vocabulary_from_gguf(file_)) {
+        if (config_.architecture != "llama")
+            throw error(file_.what("general.architecture") + ": architecture '" + config_.architecture +
+                        "' is not supported (supported: llama)");
+        const tensor_view& embd = file_.get_tensor(tensor_names::token_embd);
+        config_.n_vocab = embd.rows();
+        if (tokenizer_.n_vocab() != config_.n_vocab)
+            throw error(file_.what("tokenizer.ggml.tokens") + ": the vocabulary has " +
+                        std::to_string(tokenizer_.n_vocab()) + " tokens but tensor '" + tensor_names::token_embd +
+                        "' has " + std::to_string(config_.n_vocab) + " rows");
+        weights_ = load_llama_weights(file_, config_);
+    }
+
+    const gguf_file& file() const { return file_; }
+    const model_config& config() const { return config_; }
+    const lumen::tokenizer& tokenizer() const { return tokenizer_; }
+    const llama_weights& weights() const { return weights_; }
+
+    // Number of weights (elements of all tensors).
+    int64_t n_params() const {
+        int64_t n = 0;
+        for (const tensor_view& t : file_.tensors()) n += t.n_elements();
+        return n;
+    }
+    // Bytes of all tensor data.
+    uint64_t n_weight_bytes() const {
+        uint64_t n = 0;
+        for (const tensor_view& t : file_.tensors()) n += t.n_bytes;
+        return n;
+    }
+
+private:
+    gguf_file file_;
+    model_config config_;
+    lumen::tokenizer tokenizer_;
+    llama_weights weights_;
+};
+
+}  // namespace lumen

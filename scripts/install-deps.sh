@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# install-deps.sh: installs the Debian packages lumen's build and tests need, when missing.
+# As root it runs apt-get; otherwise it prints the exact apt-get line and fails.
+set -euo pipefail
+
+packages=(cmake g++ make pkg-config libxtensor-dev catch2 libcli11-dev nlohmann-json3-dev
+          libsentencepiece-dev sentencepiece python3-numpy python3-torch)
+# Pass --minimal to skip what only the tests need (python3-torch: the PyTorch logits oracle).
+if [[ "${1:-}" == "--minimal" ]]; then
+  packages=(cmake g++ make pkg-config libxtensor-dev libcli11-dev)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+cmd="apt-get install -y ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+  echo "lumen needs these Debian packages: ${missing[*]}" >&2
+  echo "Install them as root with:" >&2
+  echo "  apt-get update && DEBIAN_FRONTEND=noninteractive $cmd" >&2
+  exit 1
+fi
+echo "installing: ${missing[*]}" >&2
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $cmd
