@@ -33,7 +33,10 @@ std::vector<float> reference_logits(const std::string& model_path, const std::ve
     const std::string out = model_path + ".reference.bin";
     std::remove(out.c_str());
     std::string command = python + " " + LUMEN_SOURCE_DIR + "/tests/oracle/llama_reference.py " + model_path + " " + out;
-    for (int32_t t : tokens) command += " " + std::to_string(t);
+    for (int32_t t : tokens) {
+        command += ' ';
+        command += std::to_string(t);
+    }
     INFO("oracle: " << command);
     REQUIRE(test_util::run_command(command) == 0);
     const std::string bytes = test_util::read_file(out);

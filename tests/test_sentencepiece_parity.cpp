@@ -7,6 +7,7 @@
 #include <sentencepiece_processor.h>
 
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -143,7 +144,10 @@ std::string escaped(std::string_view s) {
 template <class T>
 std::string id_list(const std::vector<T>& ids) {
     std::string s = "[";
-    for (size_t i = 0; i < ids.size(); ++i) s += (i ? " " : "") + std::to_string(ids[i]);
+    for (size_t i = 0; i < ids.size(); ++i) {
+        if (i > 0) s += ' ';
+        s += std::to_string(ids[i]);
+    }
     return s + "]";
 }
 
@@ -188,6 +192,7 @@ std::string serialize_model(const lumen::vocabulary& v) {
     put_int(trainer, 41, v.bos_id);
     put_int(trainer, 42, v.eos_id);
     put_int(trainer, 43, v.pad_id);
+    put_bytes(trainer, 44, v.unk_surface);
     put_bytes(normalizer, 1, "identity");
     put_int(normalizer, 3, v.add_space_prefix);
     put_int(normalizer, 4, v.remove_extra_whitespaces);
@@ -232,6 +237,7 @@ lumen::vocabulary without_bytes(const lumen::vocabulary& v) {
 // --- the comparison
 struct parity_result {
     size_t lines = 0, encode_mismatches = 0, decode_mismatches = 0;
+    std::string report;  // the first mismatches, for the failure message
 };
 
 void load_processor(sentencepiece::SentencePieceProcessor& sp, const std::string& serialized) {
@@ -256,9 +262,8 @@ parity_result compare_corpus(const sentencepiece::SentencePieceProcessor& sp, co
         if (!same_ids) ++r.encode_mismatches;
         if (got_text != expected_text) ++r.decode_mismatches;
         if ((!same_ids || got_text != expected_text) && reported++ < 10) {
-            UNSCOPED_INFO(name << ": line \"" << escaped(line) << "\"\n  sentencepiece " << id_list(expected)
-                               << " -> \"" << escaped(expected_text) << "\"\n  lumen         " << id_list(got)
-                               << " -> \"" << escaped(got_text) << "\"");
+            r.report += name + ": line \"" + escaped(line) + "\"\n  sentencepiece " + id_list(expected) + " -> \"" +
+                        escaped(expected_text) + "\"\n  lumen         " + id_list(got) + " -> \"" + escaped(got_text) + "\"\n";
         }
     }
     return r;
@@ -266,7 +271,7 @@ parity_result compare_corpus(const sentencepiece::SentencePieceProcessor& sp, co
 
 // Random id sequences of every token type must decode to sentencepiece's DecodeIds text.
 size_t compare_random_decodes(const sentencepiece::SentencePieceProcessor& sp, const lumen::tokenizer& tok,
-                              uint64_t seed, const std::string& name) {
+                              uint64_t seed, const std::string& name, std::string& report) {
     splitmix64 rng{seed};
     std::vector<int32_t> bytes, others;
     for (int32_t i = 0; i < tok.n_vocab(); ++i) (tok.is_byte(i) ? bytes : others).push_back(i);
@@ -282,8 +287,8 @@ size_t compare_random_decodes(const sentencepiece::SentencePieceProcessor& sp, c
         REQUIRE(sp.Decode(ids, &expected).ok());
         const std::string got = tok.decode(std::vector<int32_t>(ids.begin(), ids.end()));
         if (got != expected && mismatches++ < 10)
-            UNSCOPED_INFO(name << ": ids " << id_list(ids) << "\n  sentencepiece \"" << escaped(expected)
-                               << "\"\n  lumen         \"" << escaped(got) << "\"");
+            report += name + ": ids " + id_list(ids) + "\n  sentencepiece \"" + escaped(expected) +
+                      "\"\n  lumen         \"" + escaped(got) + "\"\n";
     }
     return mismatches;
 }
@@ -294,8 +299,9 @@ void check_parity(const std::string& name, const std::string& serialized, const 
     const lumen::tokenizer tok(vocab);
     REQUIRE(sp.GetPieceSize() == tok.n_vocab());
     const std::vector<std::string> corpus = make_corpus(seed, 2500);
-    const parity_result r = compare_corpus(sp, tok, corpus, name);
-    const size_t decode_mismatches = compare_random_decodes(sp, tok, seed ^ 0xDEC0DE, name);
+    parity_result r = compare_corpus(sp, tok, corpus, name);
+    const size_t decode_mismatches = compare_random_decodes(sp, tok, seed ^ 0xDEC0DE, name, r.report);
+    INFO(r.report);
     INFO(name << ": " << r.lines << " lines, " << r.encode_mismatches << " encode and " << r.decode_mismatches
               << " decode mismatches; " << decode_mismatches << " of 2000 random id sequences decode differently");
     CHECK(r.lines == 2500);

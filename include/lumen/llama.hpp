@@ -120,7 +120,7 @@ struct llama_state {
 // one only. The caller checks n <= n_batch and pos0 + n <= n_ctx.
 inline void llama_forward(const model_config& c, const llama_weights& w, backend& be, llama_state& s,
                           const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits) {
-    const int64_t dim = c.dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), hidden = c.hidden_dim;
+    const int64_t dim = c.dim, kv_dim = c.kv_dim(), hidden = c.hidden_dim;
     float* x = s.x.data();
     float* h = s.h.data();
     float* q = s.q.data();

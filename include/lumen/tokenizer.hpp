@@ -234,6 +234,18 @@ public:
         return out;
     }
 
+    // The byte a byte token stands for, or -1.
+    int byte_value(int32_t id) const { check_id(id); return byte_value_[id]; }
+
+    void check_id(int32_t id) const {
+        if (id < 0 || id >= vocab_.size())
+            throw error(vocab_.source + ": token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                        std::to_string(vocab_.size()) + ")");
+    }
+
+private:
+    friend class token_streamer;
+
     // Appends the decoded text of one non-byte token (Decode's DecodeSentencePiece). Returns true
     // when a leading "▁" was consumed because this is the first piece (is_bos_ws).
     bool append_piece_text(int32_t id, bool is_bos_ws, std::string& out) const {
@@ -257,16 +269,6 @@ public:
         return has_bos_ws;
     }
 
-    // The byte a byte token stands for, or -1.
-    int byte_value(int32_t id) const { check_id(id); return byte_value_[id]; }
-
-    void check_id(int32_t id) const {
-        if (id < 0 || id >= vocab_.size())
-            throw error(vocab_.source + ": token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                        std::to_string(vocab_.size()) + ")");
-    }
-
-private:
     // One symbol of the BPE working list (bpe::Model's Symbol): a slice of the normalized text.
     struct symbol {
         int prev;       // -1 at the start
@@ -292,7 +294,7 @@ private:
         const int32_t n = vocab_.size();
         byte_value_.assign(n, -1);
         byte_fallback_ = false;
-        for (int& id : byte_token_) id = vocab_.unk_id;
+        for (int32_t& id : byte_token_) id = vocab_.unk_id;
         for (int32_t i = 0; i < n; ++i) {
             const token_type t = vocab_.types[i];
             const std::string& p = vocab_.tokens[i];
