@@ -2,6 +2,7 @@
 // inconsistent shapes) and bad calls through lumen::context each throw a lumen::error naming the cause.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -270,4 +271,38 @@ TEST_CASE("context: token ids outside the vocabulary and a full context throw, l
     lumen::context fresh(m, {.n_ctx = 8, .n_batch = 16, .n_threads = 1});
     REQUIRE_THROWS_WITH(fresh.evaluate(nine), Contains("context is full"));
     CHECK(fresh.n_past() == 0);
+}
+
+TEST_CASE("an F32 weight at an offset that is not 4-byte aligned is rejected or computed correctly", "[model][errors]") {
+    // general.alignment 1 is a power of two, so the reader accepts it; an F32 matrix that follows a
+    // 2-byte tensor then sits at an address that is 2 mod 4. The loader must either reject it with a
+    // named error or compute exactly what the aligned file computes (never a misaligned float load:
+    // the sanitizer build, LUMEN_SANITIZE=ON, turns that into a failure here).
+    random_llama::spec s = without({"blk.0.attn_q.weight"});
+    const std::vector<float> q(static_cast<size_t>(s.dim * s.dim), 0.01f);
+    auto add_tail = [&](lumen::gguf_writer& w) {
+        w.add_tensor("zz.two_bytes", lumen::dtype::f16, {1}, std::vector<std::byte>(2));
+        w.add_tensor_f32("blk.0.attn_q.weight", {s.dim, s.dim}, q);
+    };
+    const lumen::model aligned = lumen::model::load(write_model("aligned_reference", s, add_tail));
+    const std::vector<int32_t> tokens{1, 50, 100};
+    lumen::context ref_ctx(aligned, {.n_ctx = 8, .n_threads = 1});
+    const xt::xtensor<float, 2> expected = ref_ctx.evaluate(tokens);
+
+    for (int name_length = 0; name_length < 4; ++name_length) {  // shifts the data section by 0..3 bytes
+        const std::string path = write_model("alignment_1_" + std::to_string(name_length), s, [&](lumen::gguf_writer& w) {
+            w.set("general.alignment", uint32_t{1});
+            w.set("general.name", std::string(static_cast<size_t>(name_length), 'x'));
+            add_tail(w);
+        });
+        INFO("model " << path);
+        try {
+            const lumen::model m = lumen::model::load(path);
+            lumen::context ctx(m, {.n_ctx = 8, .n_threads = 1});
+            const xt::xtensor<float, 2> logits = ctx.evaluate(tokens);
+            CHECK(std::equal(logits.begin(), logits.end(), expected.begin()));
+        } catch (const lumen::error& e) {
+            CHECK_THAT(std::string(e.what()), Contains(path) && Contains("aligned"));
+        }
+    }
 }

@@ -21,6 +21,7 @@ struct attention_shape {
     int64_t n_kv_heads;  // n_heads / n_kv_heads query heads share one key/value head (GQA)
     int64_t head_dim;
     int64_t kv_stride;   // floats between consecutive positions in the caches
+    int64_t n_ctx;       // positions the caches can hold (scratch is sized for it once)
 };
 
 class backend {

@@ -145,7 +145,7 @@ inline void llama_forward(const model_config& c, const llama_weights& w, backend
         be.matmul(*L.wv, h, v, n);                                         // v (n, kv_dim), into the cache
         be.rope(q, n, c.n_heads, c.head_dim, c.rope_dims, pos0, c.rope_freq_base);
         be.rope(k, n, c.n_kv_heads, c.head_dim, c.rope_dims, pos0, c.rope_freq_base);
-        be.attention(attn, q, k_cache, v_cache, {n, pos0, c.n_heads, c.n_kv_heads, c.head_dim, kv_dim});
+        be.attention(attn, q, k_cache, v_cache, {n, pos0, c.n_heads, c.n_kv_heads, c.head_dim, kv_dim, s.n_ctx()});
         be.matmul(*L.wo, attn, proj, n);                                   // proj (n, dim)
         be.add(x, proj, n * dim);
 

@@ -20,9 +20,9 @@ inline void attention(float* out, const float* q, const float* k_cache, const fl
     const int64_t group = s.n_heads / s.n_kv_heads;  // query heads per key/value head
     const float sqrt_head_dim = std::sqrt(static_cast<float>(s.head_dim));
     pool.parallel_for(s.n_tokens * s.n_heads, [&](int64_t begin, int64_t end) {
-        thread_local std::vector<float> scores;  // grows to the context length once per thread
-        const size_t needed = static_cast<size_t>(s.pos0 + s.n_tokens);
-        if (scores.size() < needed) scores.resize(needed);
+        // Sized for the whole context on a thread's first call, so later tokens allocate nothing.
+        thread_local std::vector<float> scores;
+        if (scores.size() < static_cast<size_t>(s.n_ctx)) scores.resize(static_cast<size_t>(s.n_ctx));
         for (int64_t item = begin; item < end; ++item) {
             const int64_t t = item / s.n_heads;
             const int64_t h = item % s.n_heads;

@@ -1,0 +1,160 @@
+// test_thread_pool.cpp: parallel_for covers every item exactly once with contiguous chunks, for
+// any thread count; it survives heavy reuse, rethrows exceptions on the caller and allocates nothing.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <numeric>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include <lumen/cpu/thread_pool.hpp>
+
+// Counts every allocation made through operator new, to show parallel_for makes none.
+namespace {
+std::atomic<long> g_allocations{0};
+}
+void* operator new(std::size_t n) {
+    g_allocations.fetch_add(1, std::memory_order_relaxed);
+    if (void* p = std::malloc(n ? n : 1)) return p;
+    throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+using lumen::cpu::thread_pool;
+
+TEST_CASE("parallel_for covers every item exactly once, for any thread count", "[thread_pool]") {
+    for (int n_threads : {1, 2, 3, 4, 8}) {
+        thread_pool pool(n_threads);
+        CHECK(pool.size() == n_threads);
+        for (int64_t n_items : {0, 1, 2, 3, 5, 7, 8, 100, 10007}) {
+            INFO("threads " << n_threads << ", items " << n_items);
+            std::vector<std::atomic<int>> hits(static_cast<size_t>(n_items));
+            std::atomic<int64_t> sum{0};
+            std::atomic<int> bad_ranges{0};
+            pool.parallel_for(n_items, [&](int64_t begin, int64_t end) {
+                if (!(0 <= begin && begin < end && end <= n_items)) bad_ranges.fetch_add(1);
+                int64_t local = 0;
+                for (int64_t i = begin; i < end; ++i) {
+                    hits[static_cast<size_t>(i)].fetch_add(1);
+                    local += i * i;
+                }
+                sum.fetch_add(local);
+            });
+            int64_t serial = 0;
+            for (int64_t i = 0; i < n_items; ++i) serial += i * i;
+            CHECK(sum.load() == serial);
+            CHECK(bad_ranges.load() == 0);
+            for (int64_t i = 0; i < n_items; ++i) REQUIRE(hits[static_cast<size_t>(i)].load() == 1);
+        }
+    }
+}
+
+TEST_CASE("parallel_for spreads work over the threads and waits for all of it", "[thread_pool]") {
+    thread_pool pool(4);
+    std::vector<std::thread::id> who(64);
+    std::vector<int> done(64, 0);
+    pool.parallel_for(64, [&](int64_t begin, int64_t end) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));  // long enough for workers to join in
+        for (int64_t i = begin; i < end; ++i) who[static_cast<size_t>(i)] = std::this_thread::get_id(), done[static_cast<size_t>(i)] = 1;
+    });
+    CHECK(std::accumulate(done.begin(), done.end(), 0) == 64);  // every write is visible on return
+    std::vector<std::thread::id> distinct;
+    for (auto id : who)
+        if (std::find(distinct.begin(), distinct.end(), id) == distinct.end()) distinct.push_back(id);
+    CHECK(distinct.size() >= 2);
+    CHECK(distinct.size() <= 4);
+}
+
+TEST_CASE("a pool is reused 10000 times", "[thread_pool]") {
+    for (int n_threads : {2, 4}) {
+        thread_pool pool(n_threads);
+        std::vector<int64_t> out(37, 0);
+        for (int round = 0; round < 10000; ++round) {
+            const int64_t n = 1 + round % 37;
+            pool.parallel_for(n, [&](int64_t begin, int64_t end) {
+                for (int64_t i = begin; i < end; ++i) out[static_cast<size_t>(i)] += 1;
+            });
+        }
+        // item i takes part in every round with n > i: rounds where round % 37 >= i
+        for (int64_t i = 0; i < 37; ++i) {
+            int64_t expected = 0;
+            for (int round = 0; round < 10000; ++round) expected += (round % 37) >= i;
+            REQUIRE(out[static_cast<size_t>(i)] == expected);
+        }
+    }
+}
+
+TEST_CASE("an exception inside fn is rethrown on the caller, and the pool keeps working", "[thread_pool]") {
+    for (int n_threads : {1, 2, 4}) {
+        thread_pool pool(n_threads);
+        std::atomic<int64_t> items_run{0};
+        CHECK_THROWS_WITH(pool.parallel_for(1000,
+                                            [&](int64_t begin, int64_t end) {
+                                                items_run.fetch_add(end - begin);
+                                                if (begin <= 500 && 500 < end) throw std::runtime_error("item 500 failed");
+                                            }),
+                          "item 500 failed");
+        CHECK(items_run.load() == 1000);  // the other chunks still ran
+        // every chunk throwing: one exception comes back
+        CHECK_THROWS_AS(pool.parallel_for(64, [](int64_t, int64_t) { throw std::logic_error("all"); }), std::logic_error);
+        std::atomic<int64_t> sum{0};
+        pool.parallel_for(100, [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) sum.fetch_add(i);
+        });
+        CHECK(sum.load() == 4950);
+    }
+}
+
+TEST_CASE("a nested parallel_for runs inline on the calling chunk's thread", "[thread_pool]") {
+    thread_pool pool(3);
+    std::atomic<int64_t> total{0};
+    pool.parallel_for(6, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i)
+            pool.parallel_for(10, [&](int64_t b, int64_t e) { total.fetch_add(e - b); });
+    });
+    CHECK(total.load() == 60);
+}
+
+TEST_CASE("parallel_for allocates nothing per call", "[thread_pool]") {
+    thread_pool pool(3);
+    std::vector<float> data(4096, 1.0f);
+    auto work = [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) data[static_cast<size_t>(i)] *= 1.0001f;
+    };
+    pool.parallel_for(4096, work);  // warm up
+    const long before = g_allocations.load();
+    for (int i = 0; i < 1000; ++i) pool.parallel_for(4096, work);
+    const long after = g_allocations.load();
+    CHECK(after == before);
+}
+
+TEST_CASE("pools start and stop cleanly, also while workers sleep", "[thread_pool]") {
+    for (int i = 0; i < 50; ++i) {
+        thread_pool pool(1 + i % 5);
+        if (i % 2) pool.parallel_for(10, [](int64_t, int64_t) {});
+        if (i % 10 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // let the workers fall asleep
+    }
+    CHECK_THROWS_AS(thread_pool(0), lumen::error);
+    CHECK_THROWS_AS(thread_pool(-3), lumen::error);
+    CHECK_THROWS_AS(thread_pool(thread_pool::max_threads + 1), lumen::error);
+}
+
+TEST_CASE("a pool used from several threads serializes the calls", "[thread_pool]") {
+    thread_pool pool(3);
+    std::atomic<int64_t> total{0};
+    std::vector<std::thread> callers;
+    for (int c = 0; c < 3; ++c)
+        callers.emplace_back([&] {
+            for (int r = 0; r < 200; ++r)
+                pool.parallel_for(50, [&](int64_t b, int64_t e) { total.fetch_add(e - b); });
+        });
+    for (auto& t : callers) t.join();
+    CHECK(total.load() == 3 * 200 * 50);
+}
