@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "../backend.hpp"
 #include "../quant.hpp"
@@ -35,7 +36,10 @@ public:
     }
     void attention(float* out, const float* q, const float* k_cache, const float* v_cache,
                    const attention_shape& shape) override {
-        cpu::attention(out, q, k_cache, v_cache, shape, pool_);
+        // Scratch for the scores: sized on the first call for the whole context, then reused.
+        const auto needed = static_cast<size_t>(shape.n_heads * shape.n_ctx);
+        if (scores_.size() < needed) scores_.resize(needed);
+        cpu::attention(out, q, k_cache, v_cache, shape, scores_.data(), pool_);
     }
     void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
         cpu::swiglu(out, gate, up, n);
@@ -50,6 +54,7 @@ public:
 
 private:
     thread_pool pool_;
+    std::vector<float> scores_;  // (n_heads, n_ctx) attention scores
 };
 
 }  // namespace lumen::cpu
