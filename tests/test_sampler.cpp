@@ -13,17 +13,29 @@
 
 #include <lumen/sampler.hpp>
 
-// Counts every allocation made through operator new, to show sample() and accept() make none.
+// Counts every allocation made through operator new, to show sample() and accept() make none. All the
+// replaceable forms are replaced, so every new and delete pair up on malloc and free (also
+// under AddressSanitizer, which would otherwise mix its own operator new with this delete).
 namespace {
 std::atomic<long> g_allocations{0};
-}
-void* operator new(std::size_t n) {
+void* counted_malloc(std::size_t n) noexcept {
     g_allocations.fetch_add(1, std::memory_order_relaxed);
-    if (void* p = std::malloc(n ? n : 1)) return p;
+    return std::malloc(n ? n : 1);
+}
+}  // namespace
+void* operator new(std::size_t n) {
+    if (void* p = counted_malloc(n)) return p;
     throw std::bad_alloc();
 }
+void* operator new[](std::size_t n) { return operator new(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
 void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 using lumen::sampler;
 using lumen::sampler_options;

@@ -30,7 +30,10 @@ public:
     explicit context(const model& m, context_options options = {})
         : model_(&m),
           backend_(std::make_unique<cpu::cpu_backend>(resolve_threads(options.n_threads))),
-          state_(m.config(), resolve_ctx(m, options.n_ctx), std::clamp<int64_t>(options.n_batch, 1, 1 << 16)) {}
+          state_(m.config(), resolve_ctx(m, options.n_ctx),
+                 std::clamp<int64_t>(options.n_batch, 1, resolve_ctx(m, options.n_ctx))) {}
+    // A context keeps a pointer to its model, so it cannot be made from a temporary.
+    context(const lumen::model&&, context_options = {}) = delete;
 
     const lumen::model& model() const { return *model_; }
     lumen::backend& backend() { return *backend_; }
@@ -56,8 +59,9 @@ public:
         return out;
     }
 
-    // The logits (n_vocab,) after the last token fed.
+    // The logits (n_vocab,) after the last token fed (empty before the first decode).
     std::span<const float> last_logits() const {
+        if (n_past_ == 0) return {};
         return {state_.logits.data() + last_row_ * n_vocab(), static_cast<size_t>(n_vocab())};
     }
 

@@ -61,9 +61,15 @@ public:
         add_tensor(name, dtype::f32, std::move(ne), std::move(bytes));
     }
 
+    // general.alignment if set (a power of two up to 2^20), else GGUF's default of 32.
     uint32_t alignment() const {
-        for (const auto& kv : metadata_)
-            if (kv.first == "general.alignment") return static_cast<uint32_t>(kv.second.as_int("general.alignment"));
+        for (const auto& kv : metadata_) {
+            if (kv.first != "general.alignment") continue;
+            const int64_t a = kv.second.as_int("gguf_writer: general.alignment");
+            if (a <= 0 || a > (1 << 20) || (a & (a - 1)) != 0)
+                throw error("gguf_writer: general.alignment " + std::to_string(a) + " is not a power of two up to 2^20");
+            return static_cast<uint32_t>(a);
+        }
         return gguf_default_alignment;
     }
 

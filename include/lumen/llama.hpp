@@ -52,8 +52,11 @@ inline const tensor_view* expect_tensor(const gguf_file& file, const std::string
     }
     if (must_be_f32 && t.type != dtype::f32)
         throw error(file.path() + ": tensor '" + name + "' has type " + std::string(dtype_name(t.type)) + ", expected F32");
-    if (must_be_f32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) != 0)
-        throw error(file.path() + ": tensor '" + name + "' data is not 4-byte aligned");
+    // Kernels read F32 data as floats and the other types as 16-bit words.
+    const uintptr_t needed_alignment = t.type == dtype::f32 ? 4 : 2;
+    if (reinterpret_cast<uintptr_t>(t.data) % needed_alignment != 0)
+        throw error(file.path() + ": tensor '" + name + "' data is not " + std::to_string(needed_alignment) +
+                    "-byte aligned (general.alignment " + std::to_string(file.alignment()) + ")");
     return &t;
 }
 

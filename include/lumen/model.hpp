@@ -19,10 +19,9 @@ public:
     static model load(const std::string& path) { return model(gguf_file::open(path)); }
 
     explicit model(gguf_file file)
-        : file_(std::move(file)), config_(read_model_config(file_)), tokenizer_(vocabulary_from_gguf(file_)) {
-        if (config_.architecture != "llama")
-            throw error(file_.what("general.architecture") + ": architecture '" + config_.architecture +
-                        "' is not supported (supported: llama)");
+        : file_(std::move(file)),
+          config_(read_model_config(check_architecture(file_))),
+          tokenizer_(vocabulary_from_gguf(file_)) {
         const tensor_view& embd = file_.get_tensor(tensor_names::token_embd);
         config_.n_vocab = embd.rows();
         if (tokenizer_.n_vocab() != config_.n_vocab)
@@ -31,6 +30,12 @@ public:
                         "' has " + std::to_string(config_.n_vocab) + " rows");
         weights_ = load_llama_weights(file_, config_);
     }
+
+    // The weights point into the file's tensor table: a model moves, but is never copied.
+    model(const model&) = delete;
+    model& operator=(const model&) = delete;
+    model(model&&) noexcept = default;
+    model& operator=(model&&) noexcept = default;
 
     const gguf_file& file() const { return file_; }
     const model_config& config() const { return config_; }
@@ -51,6 +56,13 @@ public:
     }
 
 private:
+    static const gguf_file& check_architecture(const gguf_file& f) {
+        const std::string arch = f.get_string("general.architecture");
+        if (arch != "llama")
+            throw error(f.what("general.architecture") + ": architecture '" + arch + "' is not supported (supported: llama)");
+        return f;
+    }
+
     gguf_file file_;
     model_config config_;
     lumen::tokenizer tokenizer_;
