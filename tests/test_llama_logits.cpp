@@ -183,3 +183,19 @@ TEST_CASE("the oracle is sensitive: a different token sequence gives different l
     // The first position is the same in both: it sees only BOS.
     CHECK(relative_error(ra.data(), rb.data(), 270) < 1e-6);
 }
+
+TEST_CASE("real GGUF files written by other tools agree with the PyTorch oracle", "[logits][realdata]") {
+    // ollama-tiny: F16 matrices, separate output head, the 32000-token Llama 2 vocabulary.
+    const std::string path = std::string(LUMEN_REALDATA) + "/ollama-tiny/llama-2-tiny-random.gguf";
+    const lumen::model model = lumen::model::load(path);
+    REQUIRE(model.config().n_vocab == 32000);
+    const std::vector<int32_t> tokens = model.tokenizer().encode("Hello world, this is lumen.", true);
+    REQUIRE(tokens.size() >= 5);
+    const std::vector<float> expected = reference_logits(path, tokens, 32000);
+    lumen::context ctx(model, {.n_ctx = 64, .n_threads = 2});
+    const xt::xtensor<float, 2> logits = ctx.evaluate(tokens);
+    for (size_t t = 0; t < tokens.size(); ++t) {
+        INFO("position " << t);
+        CHECK(relative_error(logits.data() + t * 32000, expected.data() + t * 32000, 32000) <= tolerance);
+    }
+}
