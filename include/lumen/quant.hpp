@@ -40,6 +40,9 @@ struct block_q4_0 {
 };
 static_assert(sizeof(block_q4_0) == 18, "block_q4_0 must be 18 bytes, as in ggml");
 
+inline constexpr int64_t block_q8_0_bytes = sizeof(block_q8_0);
+inline constexpr int64_t block_q4_0_bytes = sizeof(block_q4_0);
+
 namespace quant {
 
 // The fp16 scale at the start of a block, as a float.
@@ -172,12 +175,12 @@ inline void dequantize_row(dtype type, const std::byte* src, float* dst, int64_t
         case dtype::q8_0:
             quant::check_row("dequantize_row", type, n);
             for (int64_t b = 0; b < n / qk8_0; ++b)
-                quant::dequantize_block_q8_0(src + b * sizeof(block_q8_0), dst + b * qk8_0);
+                quant::dequantize_block_q8_0(src + b * block_q8_0_bytes, dst + b * qk8_0);
             return;
         case dtype::q4_0:
             quant::check_row("dequantize_row", type, n);
             for (int64_t b = 0; b < n / qk4_0; ++b)
-                quant::dequantize_block_q4_0(src + b * sizeof(block_q4_0), dst + b * qk4_0);
+                quant::dequantize_block_q4_0(src + b * block_q4_0_bytes, dst + b * qk4_0);
             return;
         default:
             quant::unsupported("dequantize_row", type);
@@ -210,12 +213,12 @@ inline void quantize_row(dtype type, const float* src, std::byte* dst, int64_t n
         case dtype::q8_0:
             quant::check_row("quantize_row", type, n);
             for (int64_t b = 0; b < n / qk8_0; ++b)
-                quant::quantize_block_q8_0(src + b * qk8_0, dst + b * sizeof(block_q8_0));
+                quant::quantize_block_q8_0(src + b * qk8_0, dst + b * block_q8_0_bytes);
             return;
         case dtype::q4_0:
             quant::check_row("quantize_row", type, n);
             for (int64_t b = 0; b < n / qk4_0; ++b)
-                quant::quantize_block_q4_0(src + b * qk4_0, dst + b * sizeof(block_q4_0));
+                quant::quantize_block_q4_0(src + b * qk4_0, dst + b * block_q4_0_bytes);
             return;
         default:
             quant::unsupported("quantize_row", type);

@@ -69,7 +69,7 @@ struct sampler_options {
     int32_t top_k = 40;           // keep the k most likely tokens; <= 0: off
     float top_p = 0.95f;          // keep the smallest most-likely set with probability >= p; >= 1: off
     float min_p = 0.05f;          // keep tokens with probability >= min_p * the top one's; <= 0: off
-    float repeat_penalty = 1.1f;  // penalise the recent tokens; 1: off
+    float repeat_penalty = 1.0f;  // penalise the recent tokens; 1: off
     int32_t repeat_last_n = 64;   // how many accepted tokens count as recent; 0: off
     uint64_t seed = 42;           // of the random generator
 };
@@ -110,7 +110,8 @@ public:
     // The next token given logits (n_vocab,). Does not accept it: call accept() for that.
     int32_t sample(const float* logits) {
         // Candidates in id order, with the penalised logits.
-        for (int32_t i = 0; i < n_vocab_; ++i) candidates_[i] = {i, std::isnan(logits[i]) ? -INFINITY : logits[i]};
+        for (int32_t i = 0; i < n_vocab_; ++i)
+            candidates_[static_cast<size_t>(i)] = {i, std::isnan(logits[i]) ? -INFINITY : logits[i]};
         apply_repeat_penalty();
         if (options_.temperature <= 0.0f) return argmax();
 
@@ -188,13 +189,13 @@ private:
         if (penalty == 1.0f || history_size_ == 0) return;
         // candidates_ is in id order here; each distinct recent token is penalised once
         for (size_t i = 0; i < history_size_; ++i) {
-            const int32_t t = history_[i];
+            const size_t t = static_cast<size_t>(history_[i]);  // accept() checked 0 <= id < n_vocab
             if (marked_[t]) continue;
             marked_[t] = 1;
             float& logit = candidates_[t].logit;
             logit = logit > 0.0f ? logit / penalty : logit * penalty;
         }
-        for (size_t i = 0; i < history_size_; ++i) marked_[history_[i]] = 0;
+        for (size_t i = 0; i < history_size_; ++i) marked_[static_cast<size_t>(history_[i])] = 0;
     }
 
     int32_t argmax() const {

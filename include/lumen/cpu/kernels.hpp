@@ -35,6 +35,9 @@ struct lane_sums {
 
     // v[l] += a[j] * x[j] for j = l mod 8, j < n; n must be a multiple of 8
     void add(const float* a, const float* x, int64_t n) {
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 1  // unrolled fully, GCC -O3 would turn the lanes into scalar code
+#endif
         for (int64_t j = 0; j < n; j += lanes)
             for (int l = 0; l < lanes; ++l) v[l] += a[j + l] * x[j + l];
     }
@@ -59,12 +62,15 @@ inline float dot_half(const std::byte* row, const float* x, int64_t n) {
     float buf[chunk];
     uint16_t raw[chunk];
     int64_t j = 0;
-    for (; j < n8; j += chunk) {
-        const int64_t m = (n8 - j) < chunk ? (n8 - j) : chunk;
-        std::memcpy(raw, row + 2 * j, static_cast<size_t>(m) * 2);
-        for (int64_t k = 0; k < m; ++k) buf[k] = to_f32(raw[k]);
-        sums.add(buf, x + j, m);
+    for (; j + chunk <= n8; j += chunk) {  // whole chunks: fixed sizes, so the loops vectorise
+        std::memcpy(raw, row + 2 * j, sizeof raw);
+        for (int64_t k = 0; k < chunk; ++k) buf[k] = to_f32(raw[k]);
+        sums.add(buf, x + j, chunk);
     }
+    const int64_t m = n8 - j;  // a last partial chunk of whole lanes
+    std::memcpy(raw, row + 2 * j, static_cast<size_t>(m) * 2);
+    for (int64_t k = 0; k < m; ++k) buf[k] = to_f32(raw[k]);
+    sums.add(buf, x + j, m);
     float tail = 0.0f;
     for (j = n8; j < n; ++j) {
         uint16_t h;
@@ -98,8 +104,8 @@ inline dot_fn dot_kernel(dtype type, const char* what, const std::string& tensor
         case dtype::f32: return dot_row_f32;
         case dtype::f16: return dot_half<detail::fp16_to_fp32>;
         case dtype::bf16: return dot_half<detail::bf16_to_fp32>;
-        case dtype::q8_0: return dot_blocks<quant::dequantize_block_q8_0, sizeof(block_q8_0)>;
-        case dtype::q4_0: return dot_blocks<quant::dequantize_block_q4_0, sizeof(block_q4_0)>;
+        case dtype::q8_0: return dot_blocks<quant::dequantize_block_q8_0, block_q8_0_bytes>;
+        case dtype::q4_0: return dot_blocks<quant::dequantize_block_q4_0, block_q4_0_bytes>;
         default: {
             const dtype_traits* t = find_dtype(static_cast<uint32_t>(type));
             throw error(std::string(what) + ": " + (tensor_name.empty() ? "" : "tensor '" + tensor_name + "': ") +
