@@ -8,17 +8,22 @@ REALDATA   ?= ../shared/realdata
 LUMEN      := $(BUILD)/bin/lumen
 DEMO_MODEL := $(BUILD)/models/stories260K.gguf
 
-.PHONY: all deps build demo test test-native test-sanitize install clean
+.PHONY: all deps deps-build build demo test test-native test-sanitize install clean
 
 all: build
 
+# Everything the test suite needs (PyTorch, Emscripten, Chromium, ...).
 deps:
 	@scripts/install-deps.sh
+
+# Only what building the library, the CLI and the tests needs.
+deps-build:
+	@scripts/install-deps.sh --build
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
 
-build: deps $(BUILD)/CMakeCache.txt
+build: deps-build $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
 # Until the project's own demo model lands, the demo converts llama2.c's stories260K
@@ -30,7 +35,7 @@ demo: build
 	@echo "demo: generating with stories260K (llama2.c's 260K-parameter TinyStories model, converted to GGUF)" >&2
 	$(LUMEN) generate -m $(DEMO_MODEL) -p "Once upon a time" -n 200 --temp 0.8 -s 42
 
-test: test-native test-sanitize
+test: deps test-native test-sanitize
 
 test-native: build
 	cd $(BUILD) && ctest --output-on-failure --no-tests=error -j $(JOBS)

@@ -3,11 +3,16 @@
 # As root it runs apt-get; otherwise it prints the exact apt-get line and fails.
 set -euo pipefail
 
-packages=(cmake g++ make pkg-config libxtensor-dev catch2 libcli11-dev nlohmann-json3-dev
-          libsentencepiece-dev sentencepiece python3-numpy python3-torch)
-# Pass --minimal to skip what only the tests need (python3-torch: the PyTorch logits oracle).
-if [[ "${1:-}" == "--minimal" ]]; then
-  packages=(cmake g++ make pkg-config libxtensor-dev libcli11-dev)
+# What building the library, the CLI and the tests needs (`make build`, `make demo`).
+build_packages=(cmake g++ make pkg-config libxtensor-dev catch2 libcli11-dev nlohmann-json3-dev
+                libsentencepiece-dev)
+# What running the whole test suite needs on top (`make test`): the PyTorch oracle, spm tools,
+# the WebAssembly toolchain and the browser for the web tests.
+test_packages=(sentencepiece python3-numpy python3-torch emscripten chromium)
+packages=("${build_packages[@]}" "${test_packages[@]}")
+# --build: only what building needs.
+if [[ "${1:-}" == "--build" ]]; then
+  packages=("${build_packages[@]}")
 fi
 
 missing=()
