@@ -1,5 +1,8 @@
 // test_kernels.cpp: every CPU kernel against the xtensor reference ops (tests/reference_ops.hpp) on
-// random inputs of odd and even sizes, for every weight type, with the tolerances stated below.
+// random inputs of odd and even sizes, for every weight type and every compiled-in kernel set
+// (portable scalar, AVX2, WebAssembly SIMD128), with the tolerances stated below.
+// test_kernels_scalar.cpp compiles this file again with LUMEN_FORCE_SCALAR (the whole path on the
+// scalar kernels), test_kernels_no_vnni.cpp with LUMEN_NO_VNNI (AVX2 without vpdpbusd).
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -9,6 +12,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <lumen/cpu/attention.hpp>
 #include <lumen/cpu/kernels.hpp>
 #include <lumen/quant.hpp>
 
@@ -55,6 +59,13 @@ weight make_weight(dtype type, int64_t rows, int64_t cols, uint32_t seed) {
             case dtype::f32: decoded = ref::from_floats(reinterpret_cast<const float*>(row), cols); break;
             case dtype::q8_0: decoded = ref::dequantize_q8_0(row, cols); break;
             case dtype::q4_0: decoded = ref::dequantize_q4_0(row, cols); break;
+            case dtype::q4_k:
+            case dtype::q6_k: {  // decoded by lumen's own dequantizer, which test_quant_k checks
+                std::vector<float> f(static_cast<size_t>(cols));
+                lumen::dequantize_row(type, row, f.data(), cols);
+                decoded = ref::from_floats(f.data(), cols);
+                break;
+            }
             default:
                 decoded = xt::zeros<double>({static_cast<size_t>(cols)});
                 for (int64_t j = 0; j < cols; ++j) {
@@ -67,69 +78,150 @@ weight make_weight(dtype type, int64_t rows, int64_t cols, uint32_t seed) {
     return out;
 }
 
-// A float dot product of length n with 8 partial sums (n/8 terms each, a 3-level reduction, a
-// tail of up to 7 terms, the rounded products): |error| <= (n/8 + 12) * 2^-24 * sum |w x|.
-// We allow twice that, plus a floor for sums that cancel to ~0.
-double dot_tolerance(int64_t n, double abs_sum) {
-    return 2.0 * (static_cast<double>(n) / 8.0 + 12.0) * std::ldexp(1.0, -24) * abs_sum + 1e-30;
+bool is_quantized(dtype type) { return lumen::traits_of(type).block_size > 1; }
+bool is_kquant(dtype type) { return lumen::traits_of(type).block_size == 256; }
+
+// The activations x (n_tokens, cols) as the quantized-weight kernels see them, from the definition
+// in quantize_activations.hpp written out again here: per block of 32, amax = max |x|,
+// q = round-half-even(x * (127 / amax)) in float, d = amax / 127 (float). Returns q * d in
+// double (n_tokens, cols), q, and the per-block scales (n_tokens, n_blocks).
+struct q8_reference {
+    ref::mat values;  // q * d, exactly
+    ref::mat quants;  // q
+    ref::mat scales;  // d
+};
+q8_reference quantize_reference(const std::vector<float>& x, int64_t n_tokens, int64_t cols) {
+    const int64_t nb = cols / 32;
+    q8_reference r;
+    r.values = xt::zeros<double>({static_cast<size_t>(n_tokens), static_cast<size_t>(cols)});
+    r.quants = r.values;
+    r.scales = xt::zeros<double>({static_cast<size_t>(n_tokens), static_cast<size_t>(nb)});
+    for (int64_t t = 0; t < n_tokens; ++t)
+        for (int64_t b = 0; b < nb; ++b) {
+            float amax = 0.0f;
+            for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[t * cols + b * 32 + j]));
+            const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+            const float d = amax / 127.0f;
+            r.scales(t, b) = d;
+            for (int j = 0; j < 32; ++j) {
+                const float q = std::nearbyint(x[t * cols + b * 32 + j] * id);
+                r.quants(t, b * 32 + j) = q;
+                r.values(t, b * 32 + j) = static_cast<double>(q) * d;
+            }
+        }
+    return r;
 }
 
-const std::vector<dtype> all_types{dtype::f32, dtype::f16, dtype::bf16, dtype::q8_0, dtype::q4_0};
+// A float dot product of length n with 8 lanes (n/8 + 1 rounded products and sums each, a 3-level
+// reduction): |error| <= (2 n/8 + 5) * 2^-24 * sum |w x|. We allow twice that, plus a floor for
+// sums that cancel to ~0.
+double dot_tolerance(int64_t n, double abs_sum) {
+    return 2.0 * (static_cast<double>(n) / 4.0 + 5.0) * std::ldexp(1.0, -24) * abs_sum + 1e-30;
+}
+
+// A quantized dot product: per block of 32 an exact integer sum, two rounded products (the scales,
+// then the sum) and one rounded add into the running sum: |error| <= (n_blocks + 4) * 2^-24 * the
+// sum of |block terms|, and that sum is at most sum |w q d| (w the stored weights, q d the 8-bit
+// activations). We allow twice that, plus a floor. Q4_K has two terms per block (d sc q and
+// dmin m), which nearly cancel: their magnitudes reach a few times |w|, so it gets 4 times more.
+double q8_tolerance(int64_t n, double abs_sum, dtype type) {
+    const double k = type == dtype::q4_k ? 8.0 : 2.0;
+    return k * (static_cast<double>(n) / 32.0 + 4.0) * std::ldexp(1.0, -24) * abs_sum + 1e-30;
+}
+
+const std::vector<dtype> all_types{dtype::f32, dtype::f16, dtype::bf16, dtype::q8_0, dtype::q4_0, dtype::q4_k, dtype::q6_k};
 
 std::vector<int64_t> cols_for(dtype type) {
-    if (lumen::traits_of(type).block_size == 32) return {32, 64, 96, 288, 1024};
+    if (is_kquant(type)) return {256, 512, 1024};
+    if (is_quantized(type)) return {32, 64, 96, 288, 1024};
     return {1, 2, 7, 8, 9, 31, 33, 64, 257, 1000};
+}
+
+// Every kernel set compiled into this binary: the active one first.
+std::vector<const lumen::cpu::kernel_set*> kernel_sets() {
+    std::vector<const lumen::cpu::kernel_set*> sets{&lumen::cpu::default_kernels()};
+    if (&lumen::cpu::scalar_kernels() != sets[0]) sets.push_back(&lumen::cpu::scalar_kernels());
+#if defined(LUMEN_CPU_HAVE_AVX2)
+    if (&lumen::cpu::avx2_kernels() != sets[0]) sets.push_back(&lumen::cpu::avx2_kernels());
+#endif
+#if defined(LUMEN_CPU_HAVE_WASM)
+    if (&lumen::cpu::wasm_kernels() != sets[0]) sets.push_back(&lumen::cpu::wasm_kernels());
+#endif
+    return sets;
+}
+
+// y (n_tokens, rows) = x (n_tokens, cols) @ W^T with the given kernel set.
+std::vector<float> run_matmul(const weight& w, const std::vector<float>& x, int64_t n_tokens, thread_pool& pool,
+                              const lumen::cpu::kernel_set& ks) {
+    std::vector<float> y(static_cast<size_t>(n_tokens * w.view.rows()), NAN);
+    lumen::cpu::matmul_scratch scratch;
+    lumen::cpu::matmul(w.view, x.data(), y.data(), n_tokens, pool, scratch, ks);
+    return y;
+}
+
+// Checks y against the reference: float types against W x, quantized types against W (x rounded
+// to 8 bits as defined above), each with its tolerance.
+void check_against_reference(const weight& w, const std::vector<float>& x, int64_t n_tokens, const std::vector<float>& y) {
+    const int64_t rows = w.view.rows(), cols = w.view.cols();
+    ref::mat xm;
+    if (is_quantized(w.view.type)) xm = quantize_reference(x, n_tokens, cols).values;
+    else xm = ref::from_floats(x.data(), n_tokens, cols);
+    const ref::mat expected = ref::matmul(w.decoded, xm);
+    const ref::mat scale = ref::matmul(xt::abs(w.decoded), xt::abs(xm));
+    for (int64_t t = 0; t < n_tokens; ++t)
+        for (int64_t r = 0; r < rows; ++r) {
+            const double tol = is_quantized(w.view.type) ? q8_tolerance(cols, scale(t, r), w.view.type)
+                                                         : dot_tolerance(cols, scale(t, r));
+            INFO("token " << t << ", row " << r << ": got " << y[t * rows + r] << ", expected " << expected(t, r));
+            REQUIRE(std::fabs(static_cast<double>(y[t * rows + r]) - expected(t, r)) <= tol);
+        }
 }
 
 }  // namespace
 
-TEST_CASE("dot_row matches the reference for every type and odd and even lengths", "[kernels]") {
-    for (dtype type : all_types) {
-        for (int64_t cols : cols_for(type)) {
-            INFO("type " << lumen::dtype_name(type) << ", n " << cols);
-            const weight w = make_weight(type, 1, cols, 17 + static_cast<uint32_t>(cols));
-            const std::vector<float> x = random_floats(static_cast<size_t>(cols), 5);
-            const ref::vec xr = ref::from_floats(x.data(), cols);
-            const double expected = ref::matvec(w.decoded, xr)(0);
-            const double scale = ref::abs_matvec(w.decoded, xr)(0);
-            const float got = lumen::cpu::dot_row(type, w.bytes.data(), x.data(), cols);
-            CHECK(std::fabs(static_cast<double>(got) - expected) <= dot_tolerance(cols, scale));
+TEST_CASE("8-bit activations: every kernel set rounds exactly as defined", "[kernels]") {
+    for (int64_t n_tokens : {1, 3}) {
+        for (int64_t cols : {32, 96, 1024}) {
+            std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 3 + static_cast<uint32_t>(cols), -3.0f, 3.0f);
+            for (int j = 0; j < 32; ++j) x[static_cast<size_t>(j)] = 0.0f;  // an all-zero block
+            if (cols >= 64) {  // a tie: amax 127/64 makes 127/amax = 64, and 62.5/64 * 64 = 62.5 -> 62
+                x[32] = 127.0f / 64.0f;
+                x[33] = 62.5f / 64.0f;
+            }
+            const q8_reference expected = quantize_reference(x, n_tokens, cols);
+            for (const lumen::cpu::kernel_set* ks : kernel_sets()) {
+                INFO("kernels " << ks->name << ", tokens " << n_tokens << ", cols " << cols);
+                lumen::cpu::q8_buffer buffer;
+                const lumen::cpu::q8_activations a = buffer.view(n_tokens, cols);
+                lumen::cpu::quantize_tokens(ks->quantize_block, x.data(), a, 0, n_tokens);
+                for (int64_t t = 0; t < n_tokens; ++t)
+                    for (int64_t b = 0; b < cols / 32; ++b) {
+                        REQUIRE(a.scale(t, b) == static_cast<float>(expected.scales(t, b)));
+                        int32_t sum = 0;
+                        for (int j = 0; j < 32; ++j) {
+                            REQUIRE(a.block(t, b)[j] == static_cast<int8_t>(expected.quants(t, b * 32 + j)));
+                            sum += a.block(t, b)[j];
+                        }
+                        REQUIRE(a.block_sum(t, b) == sum);
+                    }
+            }
         }
     }
 }
 
-TEST_CASE("a quantized row's dot product equals the F32 dot product of its dequantized row, bit for bit", "[kernels]") {
-    for (dtype type : all_types) {
-        for (int64_t cols : cols_for(type)) {
-            const weight w = make_weight(type, 1, cols, 99);
-            const std::vector<float> x = random_floats(static_cast<size_t>(cols), 6);
-            std::vector<float> decoded(static_cast<size_t>(cols));
-            lumen::dequantize_row(type, w.bytes.data(), decoded.data(), cols);
-            const float as_f32 = lumen::cpu::dot_row(dtype::f32, reinterpret_cast<const std::byte*>(decoded.data()), x.data(), cols);
-            CHECK(lumen::cpu::dot_row(type, w.bytes.data(), x.data(), cols) == as_f32);
-        }
-    }
-}
-
-TEST_CASE("matvec matches the reference for every type, shape and thread count", "[kernels]") {
-    for (int n_threads : {1, 2, 3, 4}) {
-        thread_pool pool(n_threads);
-        for (dtype type : all_types) {
-            for (int64_t rows : {1, 3, 16, 37}) {
-                for (int64_t cols : cols_for(type)) {
-                    INFO("type " << lumen::dtype_name(type) << ", rows " << rows << ", cols " << cols << ", threads " << n_threads);
-                    const weight w = make_weight(type, rows, cols, static_cast<uint32_t>(rows * 1000 + cols));
-                    const std::vector<float> x = random_floats(static_cast<size_t>(cols), 8);
-                    std::vector<float> y(static_cast<size_t>(rows), NAN);
-                    lumen::cpu::matvec(w.view, x.data(), y.data(), pool);
-                    const ref::vec xr = ref::from_floats(x.data(), cols);
-                    const ref::vec expected = ref::matvec(w.decoded, xr);
-                    const ref::vec scale = ref::abs_matvec(w.decoded, xr);
-                    for (int64_t r = 0; r < rows; ++r)
-                        REQUIRE(std::fabs(static_cast<double>(y[r]) - expected(r)) <= dot_tolerance(cols, scale(r)));
-                    // and each row is exactly dot_row
-                    for (int64_t r = 0; r < rows; ++r)
-                        REQUIRE(y[r] == lumen::cpu::dot_row(type, w.view.row(r), x.data(), cols));
+TEST_CASE("matvec matches the reference for every type, kernel set, shape and thread count", "[kernels]") {
+    for (const lumen::cpu::kernel_set* ks : kernel_sets()) {
+        for (int n_threads : {1, 2, 3}) {
+            thread_pool pool(n_threads);
+            for (dtype type : all_types) {
+                for (int64_t rows : {1, 3, 8, 16, 17, 37}) {
+                    for (int64_t cols : cols_for(type)) {
+                        INFO("kernels " << ks->name << ", type " << lumen::dtype_name(type) << ", rows " << rows
+                                        << ", cols " << cols << ", threads " << n_threads);
+                        const weight w = make_weight(type, rows, cols, static_cast<uint32_t>(rows * 1000 + cols));
+                        const std::vector<float> x = random_floats(static_cast<size_t>(cols), 8);
+                        check_against_reference(w, x, 1, run_matmul(w, x, 1, pool, *ks));
+                    }
                 }
             }
         }
@@ -137,29 +229,92 @@ TEST_CASE("matvec matches the reference for every type, shape and thread count",
 }
 
 TEST_CASE("matmul matches the reference and equals matvec token by token, bit for bit", "[kernels]") {
-    for (int n_threads : {1, 3, 4}) {
-        thread_pool pool(n_threads);
-        for (dtype type : all_types) {
-            for (int64_t n_tokens : {1, 2, 5}) {
-                for (int64_t rows : {1, 7, 32}) {
-                    const int64_t cols = lumen::traits_of(type).block_size == 32 ? 96 : 45;
-                    INFO("type " << lumen::dtype_name(type) << ", tokens " << n_tokens << ", rows " << rows << ", threads " << n_threads);
-                    const weight w = make_weight(type, rows, cols, static_cast<uint32_t>(rows + 7 * n_tokens));
-                    const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 12);
-                    std::vector<float> y(static_cast<size_t>(n_tokens * rows), NAN);
-                    lumen::cpu::matmul(w.view, x.data(), y.data(), n_tokens, pool);
-                    const ref::mat xm = ref::from_floats(x.data(), n_tokens, cols);
-                    const ref::mat expected = ref::matmul(w.decoded, xm);
-                    const ref::mat scale = ref::matmul(xt::abs(w.decoded), xt::abs(xm));
-                    std::vector<float> y1(static_cast<size_t>(rows));
-                    for (int64_t t = 0; t < n_tokens; ++t) {
-                        lumen::cpu::matvec(w.view, x.data() + t * cols, y1.data(), pool);
-                        for (int64_t r = 0; r < rows; ++r) {
-                            REQUIRE(std::fabs(static_cast<double>(y[t * rows + r]) - expected(t, r)) <=
-                                    dot_tolerance(cols, scale(t, r)));
-                            REQUIRE(y[t * rows + r] == y1[r]);
+    for (const lumen::cpu::kernel_set* ks : kernel_sets()) {
+        for (int n_threads : {1, 3}) {
+            thread_pool pool(n_threads);
+            for (dtype type : all_types) {
+                for (int64_t n_tokens : {2, 3, 4, 5, 7, 9, 13}) {
+                    for (int64_t rows : {1, 2, 7, 32, 33}) {
+                        for (int64_t cols : is_kquant(type)      ? std::vector<int64_t>{256, 512}
+                                            : is_quantized(type) ? std::vector<int64_t>{32, 96, 288}
+                                                                 : std::vector<int64_t>{5, 45, 64}) {
+                            INFO("kernels " << ks->name << ", type " << lumen::dtype_name(type) << ", tokens " << n_tokens
+                                            << ", rows " << rows << ", cols " << cols << ", threads " << n_threads);
+                            const weight w = make_weight(type, rows, cols, static_cast<uint32_t>(rows + 7 * n_tokens + cols));
+                            const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 12);
+                            const std::vector<float> y = run_matmul(w, x, n_tokens, pool, *ks);
+                            check_against_reference(w, x, n_tokens, y);
+                            for (int64_t t = 0; t < n_tokens; ++t) {
+                                const std::vector<float> xt(x.begin() + t * cols, x.begin() + (t + 1) * cols);
+                                const std::vector<float> y1 = run_matmul(w, xt, 1, pool, *ks);
+                                for (int64_t r = 0; r < rows; ++r) REQUIRE(y[t * rows + r] == y1[r]);
+                            }
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("large products: prompt-sized batches and model-sized rows match the reference", "[kernels]") {
+    thread_pool pool(2);
+    for (dtype type : all_types) {
+        const int64_t rows = 24, cols = 2048 + 256, n_tokens = 70;  // several token chunks
+        INFO("type " << lumen::dtype_name(type));
+        const weight w = make_weight(type, rows, cols, 77);
+        const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 78);
+        check_against_reference(w, x, n_tokens, run_matmul(w, x, n_tokens, pool, lumen::cpu::default_kernels()));
+    }
+}
+
+TEST_CASE("the generic kernel (dequantize a row, then F32) matches the reference", "[kernels]") {
+    // Types without a dedicated kernel run through it; here it is tried on every type.
+    thread_pool pool(2);
+    for (const lumen::cpu::kernel_set* ks : kernel_sets()) {
+        for (dtype type : all_types) {
+            for (int64_t n_tokens : {1, 5}) {
+                INFO("kernels " << ks->name << ", type " << lumen::dtype_name(type) << ", tokens " << n_tokens);
+                const int64_t rows = 11, cols = 256;
+                const weight w = make_weight(type, rows, cols, 5);
+                const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 6);
+                std::vector<float> y(static_cast<size_t>(n_tokens * rows), NAN);
+                lumen::cpu::matmul_args a;
+                a.type = type;
+                a.w = w.view.data;
+                a.w_stride = w.view.bytes_per_row();
+                a.cols = cols;
+                a.n_tokens = n_tokens;
+                a.x = x.data();
+                a.x_stride = cols;
+                a.y = y.data();
+                a.y_stride = rows;
+                ks->generic(a, 0, rows);
+                const ref::mat xm = ref::from_floats(x.data(), n_tokens, cols);
+                const ref::mat expected = ref::matmul(w.decoded, xm);
+                const ref::mat scale = ref::matmul(xt::abs(w.decoded), xt::abs(xm));
+                for (int64_t t = 0; t < n_tokens; ++t)
+                    for (int64_t r = 0; r < rows; ++r)
+                        REQUIRE(std::fabs(static_cast<double>(y[t * rows + r]) - expected(t, r)) <= dot_tolerance(cols, scale(t, r)));
+            }
+        }
+    }
+}
+
+TEST_CASE("every SIMD kernel set gives the scalar kernels' results bit for bit", "[kernels]") {
+    // AVX2 natively, SIMD128 in WebAssembly: so the browser computes what the native build does.
+    thread_pool pool(2);
+    for (dtype type : all_types) {
+        for (int64_t cols : cols_for(type)) {
+            for (int64_t n_tokens : {1, 6}) {
+                INFO("type " << lumen::dtype_name(type) << ", cols " << cols << ", tokens " << n_tokens);
+                const weight w = make_weight(type, 19, cols, static_cast<uint32_t>(cols));
+                const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 9, -2.0f, 2.0f);
+                const std::vector<float> b = run_matmul(w, x, n_tokens, pool, lumen::cpu::scalar_kernels());
+                for (const lumen::cpu::kernel_set* ks : kernel_sets()) {
+                    INFO("kernels " << ks->name);
+                    const std::vector<float> a = run_matmul(w, x, n_tokens, pool, *ks);
+                    REQUIRE(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
                 }
             }
         }
@@ -171,15 +326,53 @@ TEST_CASE("matvec and matmul reject weight types the CPU cannot compute with, na
     std::vector<std::byte> bytes(144 * 2);
     tensor_view w;
     w.name = "blk.0.ffn_down.weight";
-    w.type = dtype::q4_k;
+    w.type = dtype::q3_k;
     w.n_dims = 2;
     w.ne = {256, 2, 1, 1};
     w.data = bytes.data();
     std::vector<float> x(256), y(2);
     CHECK_THROWS_WITH(lumen::cpu::matvec(w, x.data(), y.data(), pool),
-                      Catch::Contains("blk.0.ffn_down.weight") && Catch::Contains("Q4_K"));
-    CHECK_THROWS_WITH(lumen::cpu::matmul(w, x.data(), y.data(), 1, pool), Catch::Contains("Q4_K"));
-    CHECK_THROWS_AS(lumen::cpu::dot_row(dtype::q8_0, bytes.data(), x.data(), 31), lumen::error);
+                      Catch::Contains("blk.0.ffn_down.weight") && Catch::Contains("Q3_K"));
+    CHECK_THROWS_WITH(lumen::cpu::matmul(w, x.data(), y.data(), 1, pool), Catch::Contains("Q3_K"));
+    w.type = dtype::q8_0;
+    w.ne = {31, 2, 1, 1};
+    CHECK_THROWS_AS(lumen::cpu::matvec(w, x.data(), y.data(), pool), lumen::error);
+}
+
+TEST_CASE("attention over the KV cache matches the reference, for grouped heads and any thread count", "[kernels]") {
+    struct shape {
+        int64_t n_heads, n_kv_heads, head_dim, n_tokens, pos0;
+    };
+    for (const shape sh : {shape{4, 4, 8, 1, 0}, shape{4, 2, 16, 1, 9}, shape{8, 2, 12, 5, 3}, shape{6, 1, 33, 7, 0},
+                           shape{4, 4, 64, 3, 40}, shape{2, 1, 72, 2, 5}, shape{3, 3, 16, 19, 4}, shape{4, 2, 8, 11, 0}}) {
+        for (int n_threads : {1, 2, 3}) {
+            INFO("heads " << sh.n_heads << "/" << sh.n_kv_heads << ", head_dim " << sh.head_dim << ", tokens "
+                          << sh.n_tokens << ", pos0 " << sh.pos0 << ", threads " << n_threads);
+            thread_pool pool(n_threads);
+            const int64_t n_ctx = sh.pos0 + sh.n_tokens + 3, kv_dim = sh.n_kv_heads * sh.head_dim;
+            const int64_t q_dim = sh.n_heads * sh.head_dim;
+            const std::vector<float> q = random_floats(static_cast<size_t>(sh.n_tokens * q_dim), 61);
+            const std::vector<float> k = random_floats(static_cast<size_t>(n_ctx * kv_dim), 62);
+            const std::vector<float> v = random_floats(static_cast<size_t>(n_ctx * kv_dim), 63);
+            std::vector<float> out(static_cast<size_t>(sh.n_tokens * q_dim), NAN);
+            const lumen::attention_shape s{sh.n_tokens, sh.pos0, sh.n_heads, sh.n_kv_heads, sh.head_dim, kv_dim, n_ctx};
+            std::vector<float> scores(static_cast<size_t>(lumen::cpu::attention_scratch_floats(s)));
+            lumen::cpu::attention(out.data(), q.data(), k.data(), v.data(), s, scores.data(), pool);
+            const ref::mat km = ref::from_floats(k.data(), n_ctx, kv_dim), vm = ref::from_floats(v.data(), n_ctx, kv_dim);
+            const int64_t group = sh.n_heads / sh.n_kv_heads;
+            for (int64_t t = 0; t < sh.n_tokens; ++t)
+                for (int64_t h = 0; h < sh.n_heads; ++h) {
+                    const int64_t n_seen = sh.pos0 + t + 1, c0 = (h / group) * sh.head_dim, c1 = c0 + sh.head_dim;
+                    const ref::mat kh = xt::view(km, xt::range(0, n_seen), xt::range(c0, c1));
+                    const ref::mat vh = xt::view(vm, xt::range(0, n_seen), xt::range(c0, c1));
+                    const ref::vec qh = ref::from_floats(q.data() + (t * sh.n_heads + h) * sh.head_dim, sh.head_dim);
+                    const ref::vec p = ref::softmax(ref::matvec(kh, qh) / std::sqrt(static_cast<double>(sh.head_dim)));
+                    const ref::vec expected = ref::matvec(xt::transpose(vh), p);  // sum_j p_j v_j
+                    for (int64_t i = 0; i < sh.head_dim; ++i)
+                        REQUIRE(out[(t * sh.n_heads + h) * sh.head_dim + i] == Approx(expected(i)).margin(1e-5));
+                }
+        }
+    }
 }
 
 TEST_CASE("rmsnorm, softmax, silu and swiglu match the reference", "[kernels]") {

@@ -352,8 +352,8 @@ TEST_CASE("bad rows throw lumen::error naming the problem", "[quant]") {
     std::vector<std::byte> out(1024);
     CHECK_THROWS_WITH(lumen::quantize_row(dtype::q8_0, x.data(), out.data(), 33), Catch::Contains("Q8_0"));
     CHECK_THROWS_WITH(lumen::dequantize_row(dtype::q4_0, out.data(), x.data(), 31), Catch::Contains("Q4_0"));
-    CHECK_THROWS_WITH(lumen::dequantize_row(dtype::q4_k, out.data(), x.data(), 256), Catch::Contains("Q4_K"));
-    CHECK_THROWS_WITH(lumen::quantize_row(dtype::q6_k, x.data(), out.data(), 256), Catch::Contains("Q6_K"));
+    CHECK_THROWS_WITH(lumen::dequantize_row(dtype::q5_k, out.data(), x.data(), 256), Catch::Contains("Q5_K"));
+    CHECK_THROWS_WITH(lumen::quantize_row(dtype::q2_k, x.data(), out.data(), 256), Catch::Contains("Q2_K"));
     CHECK_THROWS_WITH(lumen::dequantize_row(dtype::i32, out.data(), x.data(), 4), Catch::Contains("I32"));
     CHECK_THROWS_AS(lumen::dequantize_row(static_cast<dtype>(99), out.data(), x.data(), 4), lumen::error);
     CHECK_THROWS_AS(lumen::dequantize_row(dtype::f32, out.data(), x.data(), -1), lumen::error);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <unistd.h>
 #include <string>
 
 #include <lumen/convert/llama2c.hpp>
@@ -19,7 +20,7 @@ const std::string stories_dir = std::string(LUMEN_REALDATA) + "/stories260K";
 // Converts stories260K.bin with the CLI (once per test binary) and returns the GGUF path.
 const std::string& converted_model() {
     static const std::string path = [] {
-        const std::string out = std::string(LUMEN_TEST_TMP) + "/stories260K_golden.gguf";
+        const std::string out = std::string(LUMEN_TEST_TMP) + "/stories260K_golden_" + std::to_string(::getpid()) + ".gguf";
         const int rc = test_util::run_command(std::string(LUMEN_CLI) + " convert " + stories_dir +
                                               "/stories260K.bin --tokenizer " + stories_dir + "/tok512.model -o " + out);
         if (rc != 0) throw std::runtime_error("lumen convert failed");

@@ -276,7 +276,7 @@ private:
             if (!traits) throw error(path_ + ": " + tw + " has unknown tensor type " + std::to_string(raw_type));
             if (!traits->supported)
                 throw error(path_ + ": " + tw + " has type " + std::string(traits->name) +
-                            ", which this version of lumen cannot compute with (supported: F32, F16, BF16, Q8_0, Q4_0)");
+                            ", which this version of lumen cannot compute with (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)");
             t.type = traits->type;
             if (t.ne[0] % traits->block_size != 0)
                 throw error(path_ + ": " + tw + " row length " + std::to_string(t.ne[0]) +

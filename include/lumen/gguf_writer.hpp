@@ -61,6 +61,9 @@ public:
         add_tensor(name, dtype::f32, std::move(ne), std::move(bytes));
     }
 
+    // The metadata set so far, in order.
+    const std::vector<std::pair<std::string, gguf_value>>& metadata() const { return metadata_; }
+
     // general.alignment if set (a power of two up to 2^20), else GGUF's default of 32.
     uint32_t alignment() const {
         for (const auto& kv : metadata_) {

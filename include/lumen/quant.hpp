@@ -1,12 +1,13 @@
 // quant.hpp: ggml's tensor element formats, byte for byte: the block layouts of the quantized
-// types and row conversions float <-> F32, F16, BF16, Q8_0, Q4_0 with ggml's reference rounding.
+// types and row conversions float <-> F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K with ggml's reference
+// rounding (the k-quant super-block formats Q4_K and Q6_K live in quant_k.hpp).
 //
 // A quantized row is a run of blocks; each block covers `block_size` consecutive elements with one
 // fp16 scale d. The formats (all little-endian, blocks packed with no padding):
 //   Q8_0  34 bytes / 32 elements: fp16 d, int8 qs[32];  x[j] = qs[j] * d
 //   Q4_0  18 bytes / 32 elements: fp16 d, uint8 qs[16]; x[j]      = ((qs[j] & 0x0f) - 8) * d,
 //                                                       x[j + 16] = ((qs[j] >> 4)   - 8) * d
-// A new format (Q4_K, Q6_K, ...) adds its block struct, a block dequantizer, a block quantizer, and
+// A new format (Q5_K, ...) adds its block struct, a block dequantizer, a block quantizer, and
 // one case in each switch at the bottom of this file.
 #pragma once
 
@@ -19,6 +20,7 @@
 
 #include "detail/fp16.hpp"
 #include "error.hpp"
+#include "quant_k.hpp"
 #include "tensor.hpp"
 
 namespace lumen {
@@ -144,7 +146,7 @@ inline void check_row(const char* what, dtype type, int64_t n) {
     const dtype_traits* t = find_dtype(static_cast<uint32_t>(type));
     const std::string name = t ? std::string(t->name) : "id " + std::to_string(static_cast<uint32_t>(type));
     throw error(std::string(what) + ": tensor type " + name +
-                " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0)");
+                " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)");
 }
 
 }  // namespace quant
@@ -182,6 +184,16 @@ inline void dequantize_row(dtype type, const std::byte* src, float* dst, int64_t
             for (int64_t b = 0; b < n / qk4_0; ++b)
                 quant::dequantize_block_q4_0(src + b * block_q4_0_bytes, dst + b * qk4_0);
             return;
+        case dtype::q4_k:
+            quant::check_row("dequantize_row", type, n);
+            for (int64_t b = 0; b < n / qk_k; ++b)
+                quant::dequantize_block_q4_k(src + b * block_q4_k_bytes, dst + b * qk_k);
+            return;
+        case dtype::q6_k:
+            quant::check_row("dequantize_row", type, n);
+            for (int64_t b = 0; b < n / qk_k; ++b)
+                quant::dequantize_block_q6_k(src + b * block_q6_k_bytes, dst + b * qk_k);
+            return;
         default:
             quant::unsupported("dequantize_row", type);
     }
@@ -189,7 +201,7 @@ inline void dequantize_row(dtype type, const std::byte* src, float* dst, int64_t
 
 // dst = the n floats at src stored as type `type` (row_bytes(type, n) bytes), rounding exactly as
 // ggml's reference quantizers do, so the bytes equal what llama.cpp writes for the same input.
-// NaN or infinite inputs to Q8_0/Q4_0 throw lumen::error (ggml's result for them is undefined).
+// NaN or infinite inputs to the block types throw lumen::error (ggml's result for them is undefined).
 inline void quantize_row(dtype type, const float* src, std::byte* dst, int64_t n) {
     switch (type) {
         case dtype::f32:
@@ -219,6 +231,16 @@ inline void quantize_row(dtype type, const float* src, std::byte* dst, int64_t n
             quant::check_row("quantize_row", type, n);
             for (int64_t b = 0; b < n / qk4_0; ++b)
                 quant::quantize_block_q4_0(src + b * qk4_0, dst + b * block_q4_0_bytes);
+            return;
+        case dtype::q4_k:
+            quant::check_row("quantize_row", type, n);
+            for (int64_t b = 0; b < n / qk_k; ++b)
+                quant::quantize_block_q4_k(src + b * qk_k, dst + b * block_q4_k_bytes);
+            return;
+        case dtype::q6_k:
+            quant::check_row("quantize_row", type, n);
+            for (int64_t b = 0; b < n / qk_k; ++b)
+                quant::quantize_block_q6_k(src + b * qk_k, dst + b * block_q6_k_bytes);
             return;
         default:
             quant::unsupported("quantize_row", type);

@@ -16,6 +16,9 @@ int main(int argc, char** argv) {
     lumen::cli::add_info_command(app);
     lumen::cli::add_tokenize_command(app);
     lumen::cli::add_convert_command(app);
+    lumen::cli::add_quantize_command(app);
+    lumen::cli::add_perplexity_command(app);
+    lumen::cli::add_bench_command(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

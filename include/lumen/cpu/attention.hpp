@@ -1,53 +1,122 @@
 // cpu/attention.hpp: causal scaled dot-product attention of a batch of queries over the KV cache,
-// with grouped-query heads; one query head per work item.
+// with grouped-query heads; one key/value head (and the query heads that share it) per work item.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <vector>
 
 #include "../backend.hpp"
+#include "matmul.hpp"
+#include "simd.hpp"
 #include "thread_pool.hpp"
 
 namespace lumen::cpu {
 
+// out (n,) = sum over j < n_rows of a[j] * v_j (n,), v_j = v + j * v_stride: for each element,
+// acc = madd(a[j], v_j[i], acc) in increasing j from 0 (so every path gives the same bits). The AVX2
+// path keeps 64 outputs in registers while it runs over the rows.
+inline void weighted_sum(float* out, const float* a, const float* v, int64_t v_stride, int64_t n_rows, int64_t n) {
+    int64_t i = 0;
+#if defined(LUMEN_CPU_HAVE_AVX2) && !defined(LUMEN_FORCE_SCALAR)
+    for (; i + 64 <= n; i += 64) {
+        __m256 acc[8];
+        for (__m256& x : acc) x = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n_rows; ++j) {
+            const __m256 aj = _mm256_set1_ps(a[j]);
+            const float* vj = v + j * v_stride + i;
+            for (int k = 0; k < 8; ++k) acc[k] = avx2::madd(aj, _mm256_loadu_ps(vj + 8 * k), acc[k]);
+        }
+        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(out + i + 8 * k, acc[k]);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n_rows; ++j) acc = avx2::madd(_mm256_set1_ps(a[j]), _mm256_loadu_ps(v + j * v_stride + i), acc);
+        _mm256_storeu_ps(out + i, acc);
+    }
+#endif
+    for (int64_t i0 = i; i0 < n; i0 += 64) {  // scalar: a block of up to 64 outputs at a time
+        const int64_t m = n - i0 < 64 ? n - i0 : 64;
+        float acc[64] = {};
+        for (int64_t j = 0; j < n_rows; ++j)
+            for (int64_t k = 0; k < m; ++k) acc[k] = madd(a[j], v[j * v_stride + i0 + k], acc[k]);
+        for (int64_t k = 0; k < m; ++k) out[i0 + k] = acc[k];
+    }
+}
+
+// Queries are taken in blocks of this many tokens: the scores of a block against the keys come
+// from one matrix product (the keys read once for the block).
+inline constexpr int64_t attention_query_block = 9;  // three tiles of the F32 kernel (4 x 3)
+
+// Floats of scratch attention() needs: a block of score rows per head.
+inline int64_t attention_scratch_floats(const attention_shape& s) {
+    return s.n_heads * attention_query_block * s.n_ctx;
+}
+
 // out (n, n_heads * head_dim) = softmax(q k^T / sqrt(head_dim)) v, where query row t (position
 // pos0 + t) sees cache positions 0 .. pos0 + t. Caches: (positions, n_kv_heads * head_dim), rows
-// kv_stride floats apart. scores: scratch of n_heads × n_ctx floats (one row per head).
-// Divisions (not reciprocal products) as in llama2.c, so greedy outputs match it token for token.
+// kv_stride floats apart. scores: scratch of attention_scratch_floats(s) floats.
+// The scores q . k_j come from the F32 matmul kernel, with the keys as its rows and as its
+// "tokens" the queries of a block of tokens (no grouped heads) or the query heads of a group, token
+// by token; a score does not depend on how it was tiled. Softmax and the weighted sum of values
+// follow llama2.c (divisions, not reciprocal products); the weighted sum is vectorised.
 inline void attention(float* out, const float* q, const float* k_cache, const float* v_cache,
-                      const attention_shape& s, float* scores, thread_pool& pool) {
+                      const attention_shape& s, float* scores, thread_pool& pool,
+                      const kernel_set& ks = default_kernels()) {
+    constexpr int64_t block = attention_query_block;
     const int64_t group = s.n_heads / s.n_kv_heads;  // query heads per key/value head
     const float sqrt_head_dim = std::sqrt(static_cast<float>(s.head_dim));
-    pool.parallel_for(s.n_heads, [&](int64_t head_begin, int64_t head_end) {
-        for (int64_t h = head_begin; h < head_end; ++h) {
-            float* score = scores + h * s.n_ctx;
-            const int64_t kv_offset = (h / group) * s.head_dim;
-            for (int64_t t = 0; t < s.n_tokens; ++t) {
-                const int64_t n_seen = s.pos0 + t + 1;  // causal: positions 0 .. pos0 + t
-                const float* q_h = q + (t * s.n_heads + h) * s.head_dim;
-                // score[j] = q . k_j / sqrt(head_dim)
-                float max_score = -INFINITY;
-                for (int64_t j = 0; j < n_seen; ++j) {
-                    const float* k_j = k_cache + j * s.kv_stride + kv_offset;
-                    float dot = 0.0f;
-                    for (int64_t i = 0; i < s.head_dim; ++i) dot += q_h[i] * k_j[i];
-                    score[j] = dot / sqrt_head_dim;
-                    if (score[j] > max_score) max_score = score[j];
+    const matmul_rows_fn dot_rows = ks.find(dtype::f32)->rows;
+    // score row of query head h and token t0 + k of the block
+    auto score_row = [&](int64_t h, int64_t k) { return scores + (h * block + k) * s.n_ctx; };
+    pool.parallel_for(s.n_kv_heads, [&](int64_t kv_begin, int64_t kv_end) {
+        for (int64_t g = kv_begin; g < kv_end; ++g) {
+            const int64_t kv_offset = g * s.head_dim;
+            matmul_args a;
+            a.w = reinterpret_cast<const std::byte*>(k_cache + kv_offset);
+            a.w_stride = s.kv_stride * static_cast<int64_t>(sizeof(float));
+            a.cols = s.head_dim;
+            for (int64_t t0 = 0; t0 < s.n_tokens; t0 += block) {
+                const int64_t nt = std::min(block, s.n_tokens - t0);
+                // score[h][k][j] = q_(t0 + k, h) . k_j, for j up to the last token's position
+                if (group == 1) {
+                    a.n_tokens = nt;
+                    a.x = q + (t0 * s.n_heads + g) * s.head_dim;
+                    a.x_stride = s.n_heads * s.head_dim;
+                    a.y = score_row(g, 0);
+                    a.y_stride = s.n_ctx;
+                    dot_rows(a, 0, s.pos0 + t0 + nt);
+                } else {
+                    for (int64_t k = 0; k < nt; ++k) {
+                        a.n_tokens = group;
+                        a.x = q + ((t0 + k) * s.n_heads + g * group) * s.head_dim;
+                        a.x_stride = s.head_dim;
+                        a.y = score_row(g * group, k);
+                        a.y_stride = block * s.n_ctx;
+                        dot_rows(a, 0, s.pos0 + t0 + k + 1);
+                    }
                 }
-                // softmax(score)
-                float sum = 0.0f;
-                for (int64_t j = 0; j < n_seen; ++j) {
-                    score[j] = std::exp(score[j] - max_score);
-                    sum += score[j];
-                }
-                // out = sum_j softmax_j v_j
-                float* out_h = out + (t * s.n_heads + h) * s.head_dim;
-                for (int64_t i = 0; i < s.head_dim; ++i) out_h[i] = 0.0f;
-                for (int64_t j = 0; j < n_seen; ++j) {
-                    const float* v_j = v_cache + j * s.kv_stride + kv_offset;
-                    const float a = score[j] / sum;
-                    for (int64_t i = 0; i < s.head_dim; ++i) out_h[i] += a * v_j[i];
+                for (int64_t k = 0; k < nt; ++k) {
+                    const int64_t t = t0 + k;
+                    const int64_t n_seen = s.pos0 + t + 1;  // causal: positions 0 .. pos0 + t
+                    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+                        float* score = score_row(h, k);
+                        // softmax(score / sqrt(head_dim))
+                        float max_score = -INFINITY;
+                        for (int64_t j = 0; j < n_seen; ++j) {
+                            score[j] = score[j] / sqrt_head_dim;
+                            if (score[j] > max_score) max_score = score[j];
+                        }
+                        float sum = 0.0f;
+                        for (int64_t j = 0; j < n_seen; ++j) {
+                            score[j] = std::exp(score[j] - max_score);
+                            sum += score[j];
+                        }
+                        // out = sum_j softmax_j v_j
+                        for (int64_t j = 0; j < n_seen; ++j) score[j] = score[j] / sum;
+                        weighted_sum(out + (t * s.n_heads + h) * s.head_dim, score, v_cache + kv_offset, s.kv_stride,
+                                     n_seen, s.head_dim);
+                    }
                 }
             }
         }

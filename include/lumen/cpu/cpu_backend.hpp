@@ -1,5 +1,6 @@
 // cpu/cpu_backend.hpp: the CPU backend, always present (also what WebAssembly uses): the op
-// interface of backend.hpp on top of the kernels and one reusable thread pool.
+// interface of backend.hpp on top of the kernels and one reusable thread pool. Its scratch memory
+// (quantized activations, attention scores) is sized on first use and then reused.
 #pragma once
 
 #include <memory>
@@ -23,11 +24,12 @@ public:
     thread_pool& pool() { return pool_; }
 
     void matmul(const tensor_view& w, const float* x, float* y, int64_t n) override {
-        if (n == 1) cpu::matvec(w, x, y, pool_);
-        else cpu::matmul(w, x, y, n, pool_);
+        cpu::matmul(w, x, y, n, pool_, scratch_);
     }
     void rmsnorm(float* out, const float* x, const float* weight, int64_t n, int64_t dim, float eps) override {
-        for (int64_t t = 0; t < n; ++t) cpu::rmsnorm(out + t * dim, x + t * dim, weight, dim, eps);
+        parallel_if_large(n, n * dim, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) cpu::rmsnorm(out + t * dim, x + t * dim, weight, dim, eps);
+        });
     }
     void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, int64_t rope_dims, int64_t pos0,
               float freq_base) override {
@@ -37,15 +39,17 @@ public:
     void attention(float* out, const float* q, const float* k_cache, const float* v_cache,
                    const attention_shape& shape) override {
         // Scratch for the scores: sized on the first call for the whole context, then reused.
-        const auto needed = static_cast<size_t>(shape.n_heads * shape.n_ctx);
+        const auto needed = static_cast<size_t>(attention_scratch_floats(shape));
         if (scores_.size() < needed) scores_.resize(needed);
         cpu::attention(out, q, k_cache, v_cache, shape, scores_.data(), pool_);
     }
     void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
-        cpu::swiglu(out, gate, up, n);
+        parallel_if_large(n, n, [&](int64_t i0, int64_t i1) { cpu::swiglu(out + i0, gate + i0, up + i0, i1 - i0); });
     }
     void add(float* x, const float* y, int64_t n) override {
-        for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+        parallel_if_large(n, n, [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) x[i] += y[i];
+        });
     }
     void get_rows(float* out, const tensor_view& table, const int32_t* ids, int64_t n) override {
         const int64_t cols = table.cols();
@@ -53,8 +57,17 @@ public:
     }
 
 private:
+    // fn(begin, end) over [0, n_items): on the pool when the step touches enough elements to pay for
+    // waking it (a prompt), inline otherwise (one token). Element-wise, so the result is the same.
+    template <class F>
+    void parallel_if_large(int64_t n_items, int64_t n_elements, F&& fn) {
+        if (n_elements >= 16384) pool_.parallel_for(n_items, fn);
+        else fn(int64_t{0}, n_items);
+    }
+
     thread_pool pool_;
-    std::vector<float> scores_;  // (n_heads, n_ctx) attention scores
+    matmul_scratch scratch_;     // quantized activations, grown to the largest batch once
+    std::vector<float> scores_;  // (n_heads, attention_query_block, n_ctx) attention scores
 };
 
 }  // namespace lumen::cpu

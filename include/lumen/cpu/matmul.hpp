@@ -1,0 +1,225 @@
+// cpu/matmul.hpp: matrix products of a weight matrix of any supported type with float activations,
+// Y (n_tokens, rows) = X (n_tokens, cols) @ W^T: the kernel table by weight type, and the driver
+// that prepares the activations once and splits the rows over the thread pool.
+//
+// The table. Each weight type has one entry per kernel set (portable scalar; AVX2; later WASM
+// SIMD128): the activation format its kernel wants (floats, or 8-bit blocks quantized on the fly
+// once per product, see quantize_activations.hpp) and the kernel itself. A new weight type
+// (Q4_K, Q6_K, ...) adds its kernels and one row per set; a new activation format adds one value
+// of activation_format and its preparation in matmul() below. Until a type has its row, any type
+// that dequantize_row knows (and tensor.hpp marks supported) runs through the generic kernel: each
+// weight row is dequantized to floats once (for all tokens) and goes through the set's F32 kernel.
+// Correct, but slow.
+//
+// Results do not depend on the thread count or on how many tokens are processed at once: matmul of
+// n tokens equals n matvecs bit for bit, and the SIMD kernels equal the scalar ones (see simd.hpp
+// and matmul_scalar.hpp), so a model computes the same logits on every CPU and in WebAssembly.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../error.hpp"
+#include "../quant.hpp"
+#include "../tensor.hpp"
+#include "matmul_args.hpp"
+#include "matmul_avx2.hpp"
+#include "matmul_kquants.hpp"
+#include "matmul_scalar.hpp"
+#include "matmul_wasm.hpp"
+#include "quantize_activations.hpp"
+#include "thread_pool.hpp"
+
+namespace lumen::cpu {
+
+enum class activation_format {
+    f32,  // the float rows as they are
+    q8,   // 8-bit blocks of 32 with a float scale (q8_activations)
+};
+
+struct matmul_kernel {
+    dtype type;
+    activation_format input;
+    matmul_rows_fn rows;
+};
+
+struct kernel_set {
+    const char* name;
+    const matmul_kernel* begin;
+    const matmul_kernel* end;
+    quantize_block_fn quantize_block;  // for activation_format::q8
+    matmul_rows_fn generic;            // for the other types dequantize_row knows
+
+    // The dedicated kernel for a weight type, or nullptr.
+    const matmul_kernel* find(dtype type) const {
+        for (const matmul_kernel* k = begin; k != end; ++k)
+            if (k->type == type) return k;
+        return nullptr;
+    }
+};
+
+// Rows dequantized one at a time into a per-thread buffer (grown once), then F32_ROWS.
+template <matmul_rows_fn f32_rows>
+inline void rows_dequantized(const matmul_args& a, int64_t r0, int64_t r1) {
+    thread_local std::vector<float> row;
+    if (row.size() < static_cast<size_t>(a.cols)) row.resize(static_cast<size_t>(a.cols));
+    matmul_args f = a;
+    f.type = dtype::f32;
+    f.w = reinterpret_cast<const std::byte*>(row.data());
+    f.w_stride = 0;
+    for (int64_t r = r0; r < r1; ++r) {
+        dequantize_row(a.type, a.w + r * a.w_stride, row.data(), a.cols);
+        f.y = a.y + r;
+        f32_rows(f, 0, 1);
+    }
+}
+
+// The tables list the dedicated kernels only; types without one take the set's generic kernel
+// above (see matmul_kernel_for).
+namespace kernel_tables {
+
+inline constexpr matmul_kernel scalar_table[] = {
+    {dtype::f32, activation_format::f32, &scalar::rows_float<scalar::f32_row>},
+    {dtype::f16, activation_format::f32, &scalar::rows_float<scalar::f16_row>},
+    {dtype::bf16, activation_format::f32, &scalar::rows_float<scalar::bf16_row>},
+    {dtype::q8_0, activation_format::q8, &scalar::rows_q8<scalar::q8_0_block>},
+    {dtype::q4_0, activation_format::q8, &scalar::rows_q8<scalar::q4_0_block>},
+    {dtype::q4_k, activation_format::q8, &scalar::rows_kq<scalar::q4_k_block>},
+    {dtype::q6_k, activation_format::q8, &scalar::rows_kq<scalar::q6_k_block>},
+};
+
+#if defined(LUMEN_CPU_HAVE_AVX2)
+inline constexpr matmul_kernel avx2_table[] = {
+    {dtype::f32, activation_format::f32, &avx2::rows_float<avx2::f32_row>},
+    {dtype::f16, activation_format::f32, &avx2::rows_float<avx2::f16_row>},
+    {dtype::bf16, activation_format::f32, &avx2::rows_float<avx2::bf16_row>},
+    {dtype::q8_0, activation_format::q8, &avx2::rows_q8<avx2::q8_0_block>},
+    {dtype::q4_0, activation_format::q8, &avx2::rows_q8<avx2::q4_0_block>},
+    {dtype::q4_k, activation_format::q8, &avx2::rows_kq<avx2::q4_k_super>},
+    {dtype::q6_k, activation_format::q8, &avx2::rows_kq<avx2::q6_k_super>},
+};
+#endif
+
+#if defined(LUMEN_CPU_HAVE_WASM)
+inline constexpr matmul_kernel wasm_table[] = {
+    {dtype::f32, activation_format::f32, &wasm128::rows_float<wasm128::f32_row>},
+    {dtype::f16, activation_format::f32, &wasm128::rows_float<wasm128::f16_row>},
+    {dtype::bf16, activation_format::f32, &wasm128::rows_float<wasm128::bf16_row>},
+    {dtype::q8_0, activation_format::q8, &scalar::rows_q8<wasm128::q8_0_block>},
+    {dtype::q4_0, activation_format::q8, &scalar::rows_q8<wasm128::q4_0_block>},
+    {dtype::q4_k, activation_format::q8, &scalar::rows_kq<scalar::q4_k_block>},
+    {dtype::q6_k, activation_format::q8, &scalar::rows_kq<scalar::q6_k_block>},
+};
+#endif
+
+}  // namespace kernel_tables
+
+inline const kernel_set& scalar_kernels() {
+    static constexpr kernel_set set{"scalar", std::begin(kernel_tables::scalar_table),
+                                    std::end(kernel_tables::scalar_table), &scalar::quantize_block_q8,
+                                    &rows_dequantized<&scalar::rows_float<scalar::f32_row>>};
+    return set;
+}
+
+#if defined(LUMEN_CPU_HAVE_AVX2)
+inline const kernel_set& avx2_kernels() {
+    static constexpr kernel_set set{"AVX2", std::begin(kernel_tables::avx2_table),
+                                    std::end(kernel_tables::avx2_table), &avx2::quantize_block_q8,
+                                    &rows_dequantized<&avx2::rows_float<avx2::f32_row>>};
+    return set;
+}
+#endif
+
+#if defined(LUMEN_CPU_HAVE_WASM)
+inline const kernel_set& wasm_kernels() {
+    static constexpr kernel_set set{"WASM SIMD128", std::begin(kernel_tables::wasm_table),
+                                    std::end(kernel_tables::wasm_table), &scalar::quantize_block_q8,
+                                    &rows_dequantized<&wasm128::rows_float<wasm128::f32_row>>};
+    return set;
+}
+#endif
+
+// The kernels in use: the best compiled-in SIMD set, or the scalar one under LUMEN_FORCE_SCALAR.
+inline const kernel_set& default_kernels() {
+#if defined(LUMEN_CPU_HAVE_AVX2) && !defined(LUMEN_FORCE_SCALAR)
+    return avx2_kernels();
+#elif defined(LUMEN_CPU_HAVE_WASM) && !defined(LUMEN_FORCE_SCALAR)
+    return wasm_kernels();
+#else
+    return scalar_kernels();
+#endif
+}
+
+// Memory a matmul needs besides its inputs and outputs (the quantized activations); reused.
+struct matmul_scratch {
+    q8_buffer q8;
+};
+
+// The kernel for w's type: its own, else the generic one for types lumen can load (dtype_traits
+// supported); throws lumen::error naming the tensor for the others.
+inline matmul_kernel matmul_kernel_for(const tensor_view& w, const char* what, const kernel_set& ks) {
+    if (const matmul_kernel* k = ks.find(w.type)) return *k;
+    const dtype_traits* t = find_dtype(static_cast<uint32_t>(w.type));
+    if (t && t->supported) return {w.type, activation_format::f32, ks.generic};
+    std::string supported;
+    for (const dtype_traits& d : all_dtypes)
+        if (d.supported) supported += (supported.empty() ? "" : ", ") + std::string(d.name);
+    throw error(std::string(what) + ": " + (w.name.empty() ? "" : "tensor '" + w.name + "': ") + "type " +
+                (t ? std::string(t->name) : std::to_string(static_cast<uint32_t>(w.type))) +
+                " is not supported by the CPU kernels (" + supported + ")");
+}
+
+// X (n_tokens, cols) @ W^T -> Y (n_tokens, rows) for W (rows, cols) of any type in the table.
+// Rows are split over the pool's threads in groups of 16 (whole tiles). Allocates only when
+// `scratch` must grow.
+inline void matmul(const tensor_view& w, const float* x, float* y, int64_t n_tokens, thread_pool& pool,
+                   matmul_scratch& scratch, const kernel_set& ks = default_kernels()) {
+    const matmul_kernel k = matmul_kernel_for(w, "matmul", ks);
+    if (n_tokens < 0) throw error("matmul: negative token count " + std::to_string(n_tokens));
+    if (n_tokens == 0) return;
+    matmul_args a;
+    a.type = w.type;
+    a.w = w.data;
+    a.w_stride = w.bytes_per_row();  // throws unless rows are whole blocks
+    a.cols = w.cols();
+    a.n_tokens = n_tokens;
+    a.x = x;
+    a.x_stride = a.cols;
+    a.y = y;
+    a.y_stride = w.rows();
+    q8_activations xq;
+    if (k.input == activation_format::q8) {
+        if (a.cols % q8_block != 0)
+            throw error("matmul: tensor '" + w.name + "': rows of " + std::to_string(a.cols) +
+                        " elements cannot be cut into blocks of 32");
+        xq = scratch.q8.view(n_tokens, a.cols);
+        pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1) { quantize_tokens(ks.quantize_block, x, xq, t0, t1); });
+        a.xq = &xq;
+    }
+    constexpr int64_t group = 16;
+    const int64_t rows = w.rows();
+    pool.parallel_for((rows + group - 1) / group, [&](int64_t g0, int64_t g1) {
+        k.rows(a, g0 * group, std::min(rows, g1 * group));
+    });
+}
+
+// The same for one token: W (rows, cols) @ x (cols,) -> y (rows,).
+inline void matvec(const tensor_view& w, const float* x, float* y, thread_pool& pool, matmul_scratch& scratch,
+                   const kernel_set& ks = default_kernels()) {
+    matmul(w, x, y, 1, pool, scratch, ks);
+}
+
+// Conveniences with a scratch of their own (they allocate: for tests and one-off use).
+inline void matmul(const tensor_view& w, const float* x, float* y, int64_t n_tokens, thread_pool& pool) {
+    matmul_scratch scratch;
+    matmul(w, x, y, n_tokens, pool, scratch);
+}
+inline void matvec(const tensor_view& w, const float* x, float* y, thread_pool& pool) {
+    matmul_scratch scratch;
+    matmul(w, x, y, 1, pool, scratch);
+}
+
+}  // namespace lumen::cpu

@@ -1,0 +1,171 @@
+// cpu/matmul_wasm.hpp: the WebAssembly SIMD128 matrix-product kernels (compiled with em++ -msimd128,
+// see simd.hpp). They give the same bits as the scalar kernels of matmul_scalar.hpp, so the browser
+// computes exactly what the native build computes.
+//
+//   float weights:     the 8 lanes of the scalar lane order as two f32x4 accumulators (lanes 0-3
+//                      and 4-7), F16 converted with the integer steps of detail::fp16_to_fp32;
+//                      tiles of 4 rows x 1 token and 2 rows x 2 tokens;
+//   quantized weights: the exact integer block dot products with i32x4.dot_i16x8_s on sign- or
+//                      zero-extended quants, then the scalar kernels' float accumulation.
+#pragma once
+
+#include "simd.hpp"
+
+#if defined(LUMEN_CPU_HAVE_WASM)
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "../quant.hpp"
+#include "matmul_args.hpp"
+#include "matmul_scalar.hpp"
+
+namespace lumen::cpu::wasm128 {
+
+// --- float weights: 8 elements of a row as two f32x4 (elements j..j+3, j+4..j+7)
+
+struct f32x8 {
+    v128_t lo, hi;
+};
+
+struct f32_row {
+    static f32x8 load(const std::byte* row, int64_t j) { return {wasm_v128_load(row + 4 * j), wasm_v128_load(row + 4 * j + 16)}; }
+    static constexpr int64_t elem_bytes = 4;
+};
+
+// 4 halves (u32 lanes) -> floats, as detail::fp16_to_fp32: exact for every half
+inline v128_t half4_to_float(v128_t h) {
+    const v128_t sign = wasm_i32x4_shl(wasm_v128_and(h, wasm_i32x4_splat(0x8000)), 16);
+    const v128_t magnitude = wasm_v128_and(h, wasm_i32x4_splat(0x7fff));
+    v128_t bits = wasm_i32x4_add(wasm_i32x4_shl(magnitude, 13), wasm_i32x4_splat(0x38000000));
+    const v128_t special = wasm_i32x4_ge(magnitude, wasm_i32x4_splat(0x7c00));  // infinity or NaN
+    bits = wasm_i32x4_add(bits, wasm_v128_and(special, wasm_i32x4_splat(0x38000000)));
+    const v128_t small = wasm_i32x4_lt(magnitude, wasm_i32x4_splat(0x0400));  // zero or subnormal
+    const v128_t subnormal = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(magnitude), wasm_f32x4_splat(0x1p-24f));
+    bits = wasm_v128_bitselect(subnormal, bits, small);
+    return wasm_v128_or(sign, bits);
+}
+
+struct f16_row {
+    static f32x8 load(const std::byte* row, int64_t j) {
+        const v128_t h = wasm_v128_load(row + 2 * j);
+        return {half4_to_float(wasm_u32x4_extend_low_u16x8(h)), half4_to_float(wasm_u32x4_extend_high_u16x8(h))};
+    }
+    static constexpr int64_t elem_bytes = 2;
+};
+
+struct bf16_row {
+    static f32x8 load(const std::byte* row, int64_t j) {
+        const v128_t h = wasm_v128_load(row + 2 * j);
+        return {wasm_i32x4_shl(wasm_u32x4_extend_low_u16x8(h), 16), wasm_i32x4_shl(wasm_u32x4_extend_high_u16x8(h), 16)};
+    }
+    static constexpr int64_t elem_bytes = 2;
+};
+
+inline f32x8 madd(const f32x8& a, const f32x8& b, const f32x8& c) {
+    return {wasm_f32x4_add(wasm_f32x4_mul(a.lo, b.lo), c.lo), wasm_f32x4_add(wasm_f32x4_mul(a.hi, b.hi), c.hi)};
+}
+
+inline float reduce8(const f32x8& v) {
+    float lanes[8];
+    wasm_v128_store(lanes, v.lo);
+    wasm_v128_store(lanes + 4, v.hi);
+    return cpu::reduce8(lanes);
+}
+
+// y for rows r .. r + R - 1 and tokens t .. t + T - 1; the tail n mod 8 is zero-padded
+template <class Row, int R, int T>
+inline void tile_float(const matmul_args& a, int64_t r, int64_t t) {
+    f32x8 acc[R][T];
+    for (int i = 0; i < R; ++i)
+        for (int k = 0; k < T; ++k) acc[i][k] = {wasm_f32x4_splat(0.0f), wasm_f32x4_splat(0.0f)};
+    const std::byte* w = a.w + r * a.w_stride;
+    const float* x = a.x + t * a.x_stride;
+    const int64_t n8 = a.cols / 8 * 8;
+    for (int64_t j = 0; j < n8; j += 8) {
+        f32x8 wv[R];
+        for (int i = 0; i < R; ++i) wv[i] = Row::load(w + i * a.w_stride, j);
+        for (int k = 0; k < T; ++k) {
+            const f32x8 xv{wasm_v128_load(x + k * a.x_stride + j), wasm_v128_load(x + k * a.x_stride + j + 4)};
+            for (int i = 0; i < R; ++i) acc[i][k] = madd(wv[i], xv, acc[i][k]);
+        }
+    }
+    if (const int64_t m = a.cols - n8; m > 0) {
+        for (int i = 0; i < R; ++i) {
+            alignas(16) std::byte wbuf[32] = {};
+            std::memcpy(wbuf, w + i * a.w_stride + n8 * Row::elem_bytes, static_cast<size_t>(m * Row::elem_bytes));
+            const f32x8 wv = Row::load(wbuf, 0);
+            for (int k = 0; k < T; ++k) {
+                alignas(16) float xbuf[8] = {};
+                std::memcpy(xbuf, x + k * a.x_stride + n8, static_cast<size_t>(m) * sizeof(float));
+                acc[i][k] = madd(wv, f32x8{wasm_v128_load(xbuf), wasm_v128_load(xbuf + 4)}, acc[i][k]);
+            }
+        }
+    }
+    for (int i = 0; i < R; ++i)
+        for (int k = 0; k < T; ++k) a.y[(t + k) * a.y_stride + r + i] = reduce8(acc[i][k]);
+}
+
+template <class Row>
+inline void rows_float(const matmul_args& a, int64_t r0, int64_t r1) {
+    if (a.n_tokens == 1) {
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4) tile_float<Row, 4, 1>(a, r, 0);
+        for (; r < r1; ++r) tile_float<Row, 1, 1>(a, r, 0);
+        return;
+    }
+    int64_t r = r0;
+    for (; r + 2 <= r1; r += 2) {
+        int64_t t = 0;
+        for (; t + 2 <= a.n_tokens; t += 2) tile_float<Row, 2, 2>(a, r, t);
+        for (; t < a.n_tokens; ++t) tile_float<Row, 2, 1>(a, r, t);
+    }
+    for (; r < r1; ++r)
+        for (int64_t t = 0; t < a.n_tokens; ++t) tile_float<Row, 1, 1>(a, r, t);
+}
+
+// --- quantized weights: the integer block dot products (the float part is scalar::rows_q8's)
+
+// sum over 16 lanes of a[k] * b[k] (int16 x 8 twice) as i32x4
+inline v128_t dot16(v128_t a_lo, v128_t a_hi, v128_t b_lo, v128_t b_hi) {
+    return wasm_i32x4_add(wasm_i32x4_dot_i16x8(a_lo, b_lo), wasm_i32x4_dot_i16x8(a_hi, b_hi));
+}
+
+inline int32_t sum_lanes(v128_t v) {
+    return wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2) +
+           wasm_i32x4_extract_lane(v, 3);
+}
+
+struct q8_0_block : scalar::q8_0_block {
+    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t /*y_sum*/) {
+        const std::byte* block = row + b * block_q8_0_bytes;
+        const v128_t w0 = wasm_v128_load(block + 2), w1 = wasm_v128_load(block + 18);
+        const v128_t y0 = wasm_v128_load(y), y1 = wasm_v128_load(y + 16);
+        const v128_t s0 = dot16(wasm_i16x8_extend_low_i8x16(w0), wasm_i16x8_extend_high_i8x16(w0),
+                                wasm_i16x8_extend_low_i8x16(y0), wasm_i16x8_extend_high_i8x16(y0));
+        const v128_t s1 = dot16(wasm_i16x8_extend_low_i8x16(w1), wasm_i16x8_extend_high_i8x16(w1),
+                                wasm_i16x8_extend_low_i8x16(y1), wasm_i16x8_extend_high_i8x16(y1));
+        return sum_lanes(wasm_i32x4_add(s0, s1));
+    }
+};
+
+struct q4_0_block : scalar::q4_0_block {
+    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
+        const std::byte* block = row + b * block_q4_0_bytes;
+        const v128_t q = wasm_v128_load(block + 2);
+        const v128_t lo = wasm_v128_and(q, wasm_i8x16_splat(0x0f));  // elements 0..15
+        const v128_t hi = wasm_u8x16_shr(q, 4);                        // elements 16..31
+        const v128_t y0 = wasm_v128_load(y), y1 = wasm_v128_load(y + 16);
+        const v128_t s0 = dot16(wasm_u16x8_extend_low_u8x16(lo), wasm_u16x8_extend_high_u8x16(lo),
+                                wasm_i16x8_extend_low_i8x16(y0), wasm_i16x8_extend_high_i8x16(y0));
+        const v128_t s1 = dot16(wasm_u16x8_extend_low_u8x16(hi), wasm_u16x8_extend_high_u8x16(hi),
+                                wasm_i16x8_extend_low_i8x16(y1), wasm_i16x8_extend_high_i8x16(y1));
+        return sum_lanes(wasm_i32x4_add(s0, s1)) - 8 * y_sum;
+    }
+};
+
+}  // namespace lumen::cpu::wasm128
+
+#endif  // LUMEN_CPU_HAVE_WASM

@@ -1,0 +1,116 @@
+// cpu/simd.hpp: which instruction sets the CPU kernels are compiled for, and the few arithmetic
+// conventions that every kernel path (portable scalar, AVX2, WebAssembly SIMD128) shares so that
+// they give the same bits.
+//
+// The choice is made at compile time from the compiler's target macros:
+//   LUMEN_CPU_HAVE_AVX2   __AVX2__ && __F16C__ (e.g. -march=native on a Haswell, Zen or later CPU,
+//                         or -march=x86-64-v3); the AVX2 kernels are compiled in.
+//   LUMEN_CPU_HAVE_VNNI   AVX-VNNI or AVX-512 VNNI+VL: the AVX2 integer dot products use vpdpbusd
+//                         (unless LUMEN_NO_VNNI is defined; the results are the same either way).
+//   LUMEN_CPU_HAVE_WASM   __wasm_simd128__ (em++ -msimd128).
+// The portable scalar kernels are always compiled. Defining LUMEN_FORCE_SCALAR before including
+// lumen makes the scalar kernels the active ones (the tests use it to keep that path tested).
+//
+// Shared conventions (the tests hold every path to them):
+//   madd(a, b, c)   a * b + c, the product rounded before the add (no FMA anywhere, see below);
+//   reduce8(v)      the 8 lanes summed as ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)).
+// So the scalar, AVX2 and WebAssembly kernels give the same bits, and a model gives the same
+// logits natively and in the browser. (Unfused costs nothing measurable here: the kernels are
+// bound by loads, conversions and integer work, not by the FMA units.)
+#pragma once
+
+#include <cstdint>
+
+#if defined(__AVX2__) && defined(__F16C__)
+#define LUMEN_CPU_HAVE_AVX2 1
+#include <immintrin.h>
+#if !defined(LUMEN_NO_VNNI) && (defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__)))
+#define LUMEN_CPU_HAVE_VNNI 1
+#endif
+#endif
+
+#if defined(__wasm_simd128__)
+#define LUMEN_CPU_HAVE_WASM 1
+#include <wasm_simd128.h>
+#endif
+
+namespace lumen::cpu {
+
+// The instruction set of the active kernels, for messages and benchmark tables.
+inline const char* simd_name() {
+#if defined(LUMEN_FORCE_SCALAR)
+    return "scalar (forced)";
+#elif defined(LUMEN_CPU_HAVE_AVX2) && defined(LUMEN_CPU_HAVE_VNNI)
+    return "AVX2+VNNI";
+#elif defined(LUMEN_CPU_HAVE_AVX2)
+    return "AVX2";
+#elif defined(LUMEN_CPU_HAVE_WASM)
+    return "WASM SIMD128";
+#else
+    return "scalar";
+#endif
+}
+
+// p, as a float the compiler must have rounded: a product passed through it is never fused with a
+// following add into an FMA (GCC and Clang may otherwise fuse on x86 FMA targets: GCC's vectorizer
+// even forms vfmaddsub under -ffp-contract=off).
+inline float rounded(float p) {
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && defined(__FMA__)
+    __asm__("" : "+x"(p));
+#endif
+    return p;
+}
+
+// a * b + c with the product rounded to float first, never fused into one FMA: fused and unfused
+// results differ in the last bit, and WebAssembly has no FMA, so every path computes unfused to
+// give the same bits everywhere.
+inline float madd(float a, float b, float c) { return rounded(a * b) + c; }
+
+// ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7))
+inline float reduce8(const float* v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+
+#if defined(LUMEN_CPU_HAVE_AVX2)
+namespace avx2 {
+
+// madd on 8 lanes: a * b + c, unfused.
+inline __m256 madd(__m256 a, __m256 b, __m256 c) { return _mm256_add_ps(_mm256_mul_ps(a, b), c); }
+
+// reduce8 of one vector's lanes, in the same order.
+inline float reduce8(__m256 v) {
+    const __m256 h = _mm256_hadd_ps(v, v);   // [v0+v1, v2+v3, ., . | v4+v5, v6+v7, ., .]
+    const __m256 h2 = _mm256_hadd_ps(h, h);  // [(v0+v1)+(v2+v3), ... | (v4+v5)+(v6+v7), ...]
+    return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(h2), _mm256_extractf128_ps(h2, 1)));
+}
+
+// Eight vectors of int32 -> one vector whose lane i is the sum of the lanes of v[i] (exact).
+inline __m256i sum_lanes_8(const __m256i v[8]) {
+    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    // a = [s0 s1 s2 s3 (low halves) | s0 s1 s2 s3 (high halves)], b likewise for v4..v7
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+// The sum of the 8 int32 lanes of v.
+inline int32_t sum_lanes(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    return _mm_cvtsi128_si32(s);
+}
+
+// Lane i (of 8) = sum over bytes 4i..4i+3 of u[k] * s[k], u unsigned, s signed; exact as long as
+// no pair u[2j] s[2j] + u[2j+1] s[2j+1] leaves the int16 range (true for every caller).
+inline __m256i dot_u8s8(__m256i u, __m256i s) {
+#if defined(LUMEN_CPU_HAVE_VNNI) && defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+#elif defined(LUMEN_CPU_HAVE_VNNI)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
+}  // namespace avx2
+#endif
+
+}  // namespace lumen::cpu

@@ -1,0 +1,113 @@
+// bench_run.mjs: token generation speed of the browser builds (bench.html in headless Chromium)
+// next to the native CLI on the same GGUF files, best of a few runs each:
+//   stories260K (F32), and a stories15M-shaped model (dim 288, 6 layers, 32000-token LLaMA
+//   vocabulary) with random weights in F32 and Q8_0.
+// Benchmarks are commands, not tests: this prints a table and writes --tmp/bench.json.
+//
+//   node bench_run.mjs --cli build/bin/lumen --realdata ../shared/realdata --tmp build-web/bench [--n 128]
+import {execFileSync, spawnSync} from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {fileURLToPath} from 'node:url';
+import {parseArgs} from 'node:util';
+
+import {chromium} from 'playwright-core';
+
+import {createServer} from '../serve.mjs';
+import {shapes, writeRandomLlama2c} from './random_llama2c.mjs';
+
+const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const {values: args} = parseArgs({options: {
+  cli: {type: 'string'}, realdata: {type: 'string'}, tmp: {type: 'string'},
+  n: {type: 'string', default: '128'}, reps: {type: 'string', default: '3'},
+  chromium: {type: 'string', default: '/usr/bin/chromium'},
+}});
+for (const k of ['cli', 'realdata', 'tmp'])
+  if (!args[k]) { console.error(`bench_run: --${k} is required`); process.exit(2); }
+fs.mkdirSync(args.tmp, {recursive: true});
+const n = Number(args.n), reps = Number(args.reps);
+const cli = (...a) => execFileSync(args.cli, a, {encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe']});
+
+// --- the models
+const models = [];
+const stories = path.join(args.tmp, 'stories260K.gguf');
+if (!fs.existsSync(stories))
+  cli('convert', `${args.realdata}/stories260K/stories260K.bin`, '--tokenizer', `${args.realdata}/stories260K/tok512.model`, '-o', stories);
+models.push(stories);
+const bin15 = path.join(args.tmp, 'random_stories15M.bin');
+if (!fs.existsSync(bin15)) writeRandomLlama2c(bin15, shapes.stories15M, 3);
+for (const type of ['f32', 'q8_0']) {
+  const file = path.join(args.tmp, `random_stories15M_${type}.gguf`);
+  if (!fs.existsSync(file)) cli('convert', bin15, '--tokenizer', `${args.realdata}/llama2c/tokenizer.model`, '--outtype', type, '-o', file);
+  models.push(file);
+}
+
+// --- native: `lumen generate` reports the generation speed on stderr
+function native(file, threads) {
+  let best = 0;
+  for (let r = 0; r < reps; ++r) {
+    const {stderr, status} = spawnSync(args.cli, ['generate', '-m', file, '-p', 'Once upon a time', '-n', String(n), '-t', String(threads),
+                                                  '--temp', '0', '--repeat-penalty', '1', '--ignore-eos', '-s', '1'],
+                                       {encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe']});
+    if (status !== 0) throw new Error(`lumen generate failed: ${stderr}`);
+    const m = stderr.match(/generation (\d+) tokens, [\d.]+ s, ([\d.]+) tokens\/s/);
+    if (!m) throw new Error(`unexpected lumen output: ${stderr}`);
+    best = Math.max(best, Number(m[2]));
+  }
+  return best;
+}
+
+// --- browser
+const server = createServer({root: webDir, mounts: {'/bench-models': args.tmp}});
+await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
+const base = `http://127.0.0.1:${server.address().port}`;
+const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lumen-bench-'));
+const browser = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: args.chromium, headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+async function browserBench(file, build, threads) {
+  const page = await browser.newPage();
+  const q = new URLSearchParams({model: `/bench-models/${path.basename(file)}`, build, threads: String(threads), n: String(n), reps: String(reps)});
+  page.on('pageerror', e => console.log(`  [pageerror] ${e.message}`));
+  await page.goto(`${base}/bench.html?${q}`);
+  try {
+    await page.waitForFunction(() => document.body.dataset.result, null, {timeout: 300000});
+  } catch (e) {
+    throw new Error(`${path.basename(file)} ${build}: no result; the page says:\n${await page.textContent('#result')}`);
+  }
+  const result = JSON.parse(await page.evaluate(() => document.body.dataset.result));
+  await page.close();
+  if (result.error) throw new Error(`${path.basename(file)} ${build}: ${result.error}`);
+  return result.tokens_per_second;
+}
+
+const hw = os.cpus().length;
+const rows = [];
+try {
+  for (const file of models) {
+    const row = {model: path.basename(file)};
+    row.native_t1 = native(file, 1);
+    row.wasm_st = await browserBench(file, 'st', 1);
+    row.native_tN = native(file, hw);
+    row.wasm_mt_t1 = await browserBench(file, 'mt', 1);
+    row.wasm_mt_tN = await browserBench(file, 'mt', hw);
+    rows.push(row);
+    console.log(JSON.stringify(row));
+  }
+} finally {
+  await browser.close();
+  server.close();
+  fs.rmSync(userDataDir, {recursive: true, force: true});
+}
+
+const f = x => x.toFixed(1).padStart(9);
+console.log(`\ntoken generation, tokens/s (best of ${reps}, ${n} tokens, greedy; ${hw} threads = "N"; ${os.cpus()[0].model})`);
+console.log(`${'model'.padEnd(30)} ${'native t1'.padStart(9)} ${'wasm st'.padStart(9)} ${'st/native'.padStart(9)}` +
+            ` ${'native tN'.padStart(9)} ${'wasm mt1'.padStart(9)} ${'wasm mtN'.padStart(9)} ${'mtN/nat'.padStart(9)}`);
+for (const r of rows)
+  console.log(`${r.model.padEnd(30)} ${f(r.native_t1)} ${f(r.wasm_st)} ${(100 * r.wasm_st / r.native_t1).toFixed(0).padStart(8)}%` +
+              ` ${f(r.native_tN)} ${f(r.wasm_mt_t1)} ${f(r.wasm_mt_tN)} ${(100 * r.wasm_mt_tN / r.native_tN).toFixed(0).padStart(8)}%`);
+fs.writeFileSync(path.join(args.tmp, 'bench.json'), JSON.stringify({n, reps, threads: hw, rows}, null, 2));
