@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "detail/gguf_serialize.hpp"
 #include "error.hpp"
 #include "gguf.hpp"
 #include "gguf_value.hpp"
@@ -50,14 +51,14 @@ public:
             }
         }
         std::vector<std::byte> header;
-        put<uint32_t>(header, gguf_magic);
-        put<uint32_t>(header, 3);
-        put<uint64_t>(header, tensors_.size());
-        put<uint64_t>(header, metadata.size());
+        detail::gguf_put<uint32_t>(header, gguf_magic);
+        detail::gguf_put<uint32_t>(header, 3);
+        detail::gguf_put<uint64_t>(header, tensors_.size());
+        detail::gguf_put<uint64_t>(header, metadata.size());
         for (const auto& [key, value] : metadata) {
-            put_string(header, key);
-            put<uint32_t>(header, static_cast<uint32_t>(value.type()));
-            put_value(header, value);
+            detail::gguf_put_string(header, key);
+            detail::gguf_put<uint32_t>(header, static_cast<uint32_t>(value.type()));
+            detail::gguf_put_value(header, value);
         }
         uint64_t offset = 0;
         for (const tensor_info& t : tensors_) {
@@ -65,11 +66,11 @@ public:
                 throw error(path_ + ": tensor '" + t.name + "' must have 1 to 4 dimensions");
             for (int64_t d : t.ne)
                 if (d <= 0) throw error(path_ + ": tensor '" + t.name + "' has a non-positive dimension");
-            put_string(header, t.name);
-            put<uint32_t>(header, static_cast<uint32_t>(t.ne.size()));
-            for (int64_t d : t.ne) put<uint64_t>(header, static_cast<uint64_t>(d));
-            put<uint32_t>(header, static_cast<uint32_t>(t.type));
-            put<uint64_t>(header, offset);
+            detail::gguf_put_string(header, t.name);
+            detail::gguf_put<uint32_t>(header, static_cast<uint32_t>(t.ne.size()));
+            for (int64_t d : t.ne) detail::gguf_put<uint64_t>(header, static_cast<uint64_t>(d));
+            detail::gguf_put<uint32_t>(header, static_cast<uint32_t>(t.type));
+            detail::gguf_put<uint64_t>(header, offset);
             offset += padded(t.n_bytes());
         }
         header.resize(padded(header.size()), std::byte{0});
@@ -132,36 +133,6 @@ private:
         written_ += n;
     }
 
-    template <class T>
-    static void put(std::vector<std::byte>& out, T v) {
-        const size_t at = out.size();
-        out.resize(at + sizeof(T));
-        std::memcpy(out.data() + at, &v, sizeof(T));
-    }
-    static void put_string(std::vector<std::byte>& out, const std::string& s) {
-        put<uint64_t>(out, s.size());
-        const auto* p = reinterpret_cast<const std::byte*>(s.data());
-        out.insert(out.end(), p, p + s.size());
-    }
-    static void put_value(std::vector<std::byte>& out, const gguf_value& value) {
-        std::visit([&](const auto& v) {
-            using T = std::decay_t<decltype(v)>;
-            if constexpr (std::is_same_v<T, std::string>) {
-                put_string(out, v);
-            } else if constexpr (std::is_same_v<T, gguf_array>) {
-                put<uint32_t>(out, static_cast<uint32_t>(v.type));
-                put<uint64_t>(out, v.values.size());
-                for (const gguf_value& e : v.values) {
-                    if (e.type() != v.type) throw error("gguf_stream_writer: array element of the wrong type");
-                    put_value(out, e);
-                }
-            } else if constexpr (std::is_same_v<T, bool>) {
-                put<uint8_t>(out, v ? 1 : 0);
-            } else {
-                put<T>(out, v);
-            }
-        }, value.value);
-    }
 
     std::string path_;
     std::string partial_;

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "detail/gguf_serialize.hpp"
 #include "error.hpp"
 #include "gguf.hpp"
 #include "gguf_value.hpp"
@@ -79,23 +80,23 @@ public:
     // Serialises the whole file to memory.
     std::vector<std::byte> to_bytes() const {
         std::vector<std::byte> out;
-        put<uint32_t>(out, gguf_magic);
-        put<uint32_t>(out, 3);
-        put<uint64_t>(out, tensors_.size());
-        put<uint64_t>(out, metadata_.size());
+        detail::gguf_put<uint32_t>(out, gguf_magic);
+        detail::gguf_put<uint32_t>(out, 3);
+        detail::gguf_put<uint64_t>(out, tensors_.size());
+        detail::gguf_put<uint64_t>(out, metadata_.size());
         for (const auto& [key, value] : metadata_) {
-            put_string(out, key);
-            put<uint32_t>(out, static_cast<uint32_t>(value.type()));
-            put_value(out, value);
+            detail::gguf_put_string(out, key);
+            detail::gguf_put<uint32_t>(out, static_cast<uint32_t>(value.type()));
+            detail::gguf_put_value(out, value);
         }
         const uint64_t align = alignment();
         uint64_t offset = 0;
         for (const auto& t : tensors_) {
-            put_string(out, t.name);
-            put<uint32_t>(out, static_cast<uint32_t>(t.ne.size()));
-            for (int64_t d : t.ne) put<uint64_t>(out, static_cast<uint64_t>(d));
-            put<uint32_t>(out, static_cast<uint32_t>(t.type));
-            put<uint64_t>(out, offset);
+            detail::gguf_put_string(out, t.name);
+            detail::gguf_put<uint32_t>(out, static_cast<uint32_t>(t.ne.size()));
+            for (int64_t d : t.ne) detail::gguf_put<uint64_t>(out, static_cast<uint64_t>(d));
+            detail::gguf_put<uint32_t>(out, static_cast<uint32_t>(t.type));
+            detail::gguf_put<uint64_t>(out, offset);
             offset += (t.data.size() + align - 1) / align * align;
         }
         out.resize((out.size() + align - 1) / align * align, std::byte{0});
@@ -123,36 +124,6 @@ private:
         std::vector<std::byte> data;
     };
 
-    template <class T>
-    static void put(std::vector<std::byte>& out, T v) {
-        const size_t at = out.size();
-        out.resize(at + sizeof(T));
-        std::memcpy(out.data() + at, &v, sizeof(T));
-    }
-    static void put_string(std::vector<std::byte>& out, const std::string& s) {
-        put<uint64_t>(out, s.size());
-        const auto* p = reinterpret_cast<const std::byte*>(s.data());
-        out.insert(out.end(), p, p + s.size());
-    }
-    static void put_value(std::vector<std::byte>& out, const gguf_value& value) {
-        std::visit([&](const auto& v) {
-            using T = std::decay_t<decltype(v)>;
-            if constexpr (std::is_same_v<T, std::string>) {
-                put_string(out, v);
-            } else if constexpr (std::is_same_v<T, gguf_array>) {
-                put<uint32_t>(out, static_cast<uint32_t>(v.type));
-                put<uint64_t>(out, v.values.size());
-                for (const gguf_value& e : v.values) {
-                    if (e.type() != v.type) throw error("gguf_writer: array element of the wrong type");
-                    put_value(out, e);
-                }
-            } else if constexpr (std::is_same_v<T, bool>) {
-                put<uint8_t>(out, v ? 1 : 0);
-            } else {
-                put<T>(out, v);
-            }
-        }, value.value);
-    }
 
     std::vector<std::pair<std::string, gguf_value>> metadata_;
     std::vector<pending_tensor> tensors_;
