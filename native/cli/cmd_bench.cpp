@@ -193,13 +193,14 @@ void run_bench(bench_args& a) {
                      "lumen bench: WARNING: THE MACHINE IS BUSY: other processes use %.2f of %d CPUs (waited up to %.0f s "
                      "for them to finish). Figures below are slowed down and noisy; see the 'other CPUs' column.\n",
                      load, other_load_meter::n_cpus(), a.idle_wait);
-    bandwidth bw;
-    if (!a.no_bandwidth) {
-        const int bw_threads = *std::max_element(a.threads.begin(), a.threads.end());
-        const int64_t bytes = a.bandwidth_mib > 0 ? int64_t{a.bandwidth_mib} << 20
-                                                  : std::max<int64_t>(int64_t{1} << 30, 4 * l3_cache_bytes());
-        bw = measure_read_bandwidth(bw_threads, bytes, a.bandwidth_passes);
-    }
+    // The read bandwidth, measured at the start and again just before each tg test (on a shared
+    // machine it drifts with the neighbours' traffic), with as many threads as the test.
+    const int64_t bw_bytes = a.bandwidth_mib > 0 ? int64_t{a.bandwidth_mib} << 20
+                                                 : std::max<int64_t>(int64_t{1} << 30, 4 * l3_cache_bytes());
+    auto read_bandwidth = [&](int threads) {
+        return a.no_bandwidth ? bandwidth{} : measure_read_bandwidth(threads, bw_bytes, a.bandwidth_passes);
+    };
+    const bandwidth bw = read_bandwidth(*std::max_element(a.threads.begin(), a.threads.end()));
 
     std::printf("lumen bench: %s, %d CPUs, kernels %s, load of other processes before start %.2f CPUs\n",
                 cpu_name().c_str(), other_load_meter::n_cpus(), cpu::simd_name(), load);
@@ -208,8 +209,8 @@ void run_bench(bench_args& a) {
                     human_bytes(static_cast<double>(bw.buffer_bytes)).c_str(), bw.passes);
     std::printf("weights read per generated token: %s\n\n", human_bytes(static_cast<double>(per_token)).c_str());
     if (md) {
-        std::printf("| model | type | size | params | backend | threads | test | t/s | median t/s | tg GB/s | %% of read BW | other CPUs |\n");
-        std::printf("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        std::printf("| model | type | size | params | backend | threads | test | t/s | median t/s | tg GB/s | read GB/s | %% of read BW | other CPUs |\n");
+        std::printf("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     } else {
         std::printf("model,type,size_bytes,params,backend,threads,test,tps_mean,tps_stddev,tps_median,tg_gbps,bw_gbps,other_cpus\n");
     }
@@ -228,6 +229,7 @@ void run_bench(bench_args& a) {
         for (int n : a.n_gen)
             if (n > 0) tests.push_back({false, n});
         for (const auto& [prompt, n] : tests) {
+            const bandwidth test_bw = prompt ? bandwidth{} : read_bandwidth(threads);
             (void)run_once(ctx, prompt, prompt ? n : std::min(n, 4), rng);  // warm-up: pages in, scratch sized
             other_load_meter meter;
             meter.start();
@@ -244,17 +246,20 @@ void run_bench(bench_args& a) {
                              rw.other_load, rw.test.c_str(), threads);
             const double size = static_cast<double>(m.n_weight_bytes());
             if (md) {
-                char gb[32] = "", frac[32] = "";
+                char gb[32] = "", read[32] = "", frac[32] = "";
                 if (!prompt) std::snprintf(gb, sizeof gb, "%.1f", rw.gbps);
-                if (!prompt && bw.gb_per_s > 0) std::snprintf(frac, sizeof frac, "%.0f%%", 100.0 * rw.gbps / bw.gb_per_s);
-                std::printf("| %s | %s | %s | %s | %s | %d | %s | %.2f ± %.2f | %.2f | %s | %s | %.2f |\n", label.c_str(),
-                            type.c_str(), human_bytes(size).c_str(), human_count(static_cast<double>(m.n_params())).c_str(),
-                            backend.c_str(), threads, rw.test.c_str(), rw.tps.mean, rw.tps.stddev, rw.tps.median, gb, frac,
-                            rw.other_load);
+                if (test_bw.gb_per_s > 0) {
+                    std::snprintf(read, sizeof read, "%.1f", test_bw.gb_per_s);
+                    std::snprintf(frac, sizeof frac, "%.0f%%", 100.0 * rw.gbps / test_bw.gb_per_s);
+                }
+                std::printf("| %s | %s | %s | %s | %s | %d | %s | %.2f ± %.2f | %.2f | %s | %s | %s | %.2f |\n",
+                            label.c_str(), type.c_str(), human_bytes(size).c_str(),
+                            human_count(static_cast<double>(m.n_params())).c_str(), backend.c_str(), threads,
+                            rw.test.c_str(), rw.tps.mean, rw.tps.stddev, rw.tps.median, gb, read, frac, rw.other_load);
             } else {
                 std::printf("%s,%s,%.0f,%lld,%s,%d,%s,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f\n", label.c_str(), type.c_str(), size,
                             static_cast<long long>(m.n_params()), backend.c_str(), threads, rw.test.c_str(), rw.tps.mean,
-                            rw.tps.stddev, rw.tps.median, rw.gbps, bw.gb_per_s, rw.other_load);
+                            rw.tps.stddev, rw.tps.median, rw.gbps, test_bw.gb_per_s, rw.other_load);
             }
             std::fflush(stdout);
         }
@@ -271,8 +276,9 @@ void add_bench_command(CLI::App& app) {
         "a time from an empty cache. Tokens are random; tokenization and sampling are not timed. Each test runs once\n"
         "to warm up, then -r times; t/s is mean ± sample standard deviation, and the median.\n"
         "tg GB/s = bytes of weights read per token (every tensor once, one row of the embedding) x median t/s;\n"
-        "'% of read BW' compares it with the memory read bandwidth measured in-process (AVX2 loads, as many threads\n"
-        "as the largest -t, a buffer of max(1 GiB, 4 x L3), best of --bandwidth-passes), the limit of tg.\n"
+        "'read GB/s' is the memory read bandwidth, the limit of tg, measured in-process just before each tg test\n"
+        "(AVX2 loads, the test's thread count, a buffer of max(1 GiB, 4 x L3), best of --bandwidth-passes), and\n"
+        "'% of read BW' the ratio of the two. Models that fit in the last-level cache can exceed 100%.\n"
         "Busy machines: before measuring, the CPU load of other processes is sampled each second (/proc/stat) for up\n"
         "to --idle-wait s until it falls below --idle-threshold CPUs; if it does not, a warning goes to stderr. The\n"
         "'other CPUs' column is the load of other processes during each test.\n"
