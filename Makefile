@@ -6,7 +6,6 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 REALDATA   ?= ../shared/realdata
 LUMEN      := $(BUILD)/bin/lumen
-DEMO_MODEL := $(BUILD)/models/stories260K.gguf
 WEB_BUILD  ?= build-web
 WEB_HOST   ?= 127.0.0.1
 WEB_PORT   ?= 8080
@@ -29,14 +28,15 @@ $(BUILD)/CMakeCache.txt:
 build: deps-build $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Until the project's own demo model lands, the demo converts llama2.c's stories260K
-# (from ../shared/realdata) to GGUF and generates a story with it.
+# The demo: the project's own model (models/demo-kjv.gguf, trained on the King James Bible by
+# models/train_demo.py; models/README.md), continuing a prompt. DEMO_PROMPT etc. override.
+DEMO_GGUF   ?= models/demo-kjv.gguf
+DEMO_PROMPT ?= And it came to pass
 demo: build
-	@test -f $(REALDATA)/stories260K/stories260K.bin || { echo "demo: $(REALDATA)/stories260K is missing" >&2; exit 1; }
-	@mkdir -p $(BUILD)/models
-	$(LUMEN) convert $(REALDATA)/stories260K/stories260K.bin --tokenizer $(REALDATA)/stories260K/tok512.model -o $(DEMO_MODEL)
-	@echo "demo: generating with stories260K (llama2.c's 260K-parameter TinyStories model, converted to GGUF)" >&2
-	$(LUMEN) generate -m $(DEMO_MODEL) -p "Once upon a time" -n 200 --temp 0.8 -s 42
+	@test -f $(DEMO_GGUF) || { echo "demo: $(DEMO_GGUF) is missing" >&2; exit 1; }
+	@echo "demo: generating with $(DEMO_GGUF) (5.8M parameters, trained by this project on the KJV; models/README.md)" >&2
+	$(LUMEN) generate -m $(DEMO_GGUF) -p "$(DEMO_PROMPT)" -n 200 --temp 0.8 -s 42
+	@echo
 
 # Retrains the demo model from a clean clone (about 40 minutes on 2 cores; models/README.md) and
 # makes models/demo-kjv.gguf with `lumen convert` and `lumen quantize`. CI does not run this.
