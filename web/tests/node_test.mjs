@@ -173,7 +173,7 @@ await section('stories260K equals the native CLI: greedy with penalty, and sampl
 // --- random weights, F32 and Q8_0
 
 const randomBin = writeRandomLlama2c(`${tmp}/random_small.bin`, shapes.small, 5);
-for (const outtype of ['f32', 'q8_0']) {
+for (const outtype of ['f32', 'f16', 'q8_0', 'q4_0']) {
   await section(`random-weight GGUF (${outtype}): greedy tokens equal the native CLI`, () => {
     const file = `${tmp}/random_small_${outtype}.gguf`;
     cli('convert', randomBin, '--tokenizer', tok512, '--outtype', outtype, '-o', file);

@@ -4,9 +4,11 @@
 //
 //   float weights:     the 8 lanes of the scalar lane order as two f32x4 accumulators (lanes 0-3
 //                      and 4-7), F16 converted with the integer steps of detail::fp16_to_fp32;
-//                      tiles of 4 rows x 1 token and 2 rows x 2 tokens;
-//   quantized weights: the exact integer block dot products with i32x4.dot_i16x8_s on sign- or
-//                      zero-extended quants, then the scalar kernels' float accumulation.
+//                      one row at a time for one token, tiles of 2 rows x 2 tokens for several;
+//   quantized weights: tiles of 4 rows x 1 token; per block the exact integer dot products
+//                      (i32x4.dot_i16x8_s on sign- or zero-extended quants), the 4 rows' sums
+//                      reduced into one i32x4 (lane i = row i), then the scalar kernels' float
+//                      step acc = madd(dw * dx, isum, acc) on the 4 rows at once.
 #pragma once
 
 #include "simd.hpp"
@@ -111,9 +113,9 @@ inline void tile_float(const matmul_args& a, int64_t r, int64_t t) {
 template <class Row>
 inline void rows_float(const matmul_args& a, int64_t r0, int64_t r1) {
     if (a.n_tokens == 1) {
-        int64_t r = r0;
-        for (; r + 4 <= r1; r += 4) tile_float<Row, 4, 1>(a, r, 0);
-        for (; r < r1; ++r) tile_float<Row, 1, 1>(a, r, 0);
+        // one row at a time: one stream of weights, which the hardware prefetcher follows (wasm has
+        // no prefetch instruction); 2 rows at once run 2.5x slower on a model larger than the cache
+        for (int64_t r = r0; r < r1; ++r) tile_float<Row, 1, 1>(a, r, 0);
         return;
     }
     int64_t r = r0;
@@ -165,6 +167,108 @@ struct q4_0_block : scalar::q4_0_block {
         return sum_lanes(wasm_i32x4_add(s0, s1)) - 8 * y_sum;
     }
 };
+
+// --- quantized weights, 4 rows at a time
+//
+// A tile block type gives, for one weight block and one activation block (32 quants as 4 i16x8),
+// an i32x4 whose lanes sum to the integer dot product (Q4_0: of the nibbles, 8 sum y subtracted
+// after), and says where the fp16 scale sits (the block's first 2 bytes).
+
+struct act16 {
+    v128_t y[4];  // the activation quants 0-7, 8-15, 16-23, 24-31 as int16
+};
+
+inline act16 load_act16(const int8_t* y) {
+    const v128_t y0 = wasm_v128_load(y), y1 = wasm_v128_load(y + 16);
+    return {{wasm_i16x8_extend_low_i8x16(y0), wasm_i16x8_extend_high_i8x16(y0), wasm_i16x8_extend_low_i8x16(y1),
+             wasm_i16x8_extend_high_i8x16(y1)}};
+}
+
+struct q8_0_tile {
+    static constexpr int64_t bytes = block_q8_0_bytes;
+    static constexpr bool minus_8 = false;
+    struct weights {
+        v128_t w[4];
+    };
+    static weights load(const std::byte* block) {
+        const v128_t w0 = wasm_v128_load(block + 2), w1 = wasm_v128_load(block + 18);
+        return {{wasm_i16x8_extend_low_i8x16(w0), wasm_i16x8_extend_high_i8x16(w0), wasm_i16x8_extend_low_i8x16(w1),
+                 wasm_i16x8_extend_high_i8x16(w1)}};
+    }
+};
+
+struct q4_0_tile {
+    static constexpr int64_t bytes = block_q4_0_bytes;
+    static constexpr bool minus_8 = true;
+    using weights = q8_0_tile::weights;
+    static weights load(const std::byte* block) {
+        const v128_t q = wasm_v128_load(block + 2);
+        const v128_t lo = wasm_v128_and(q, wasm_i8x16_splat(0x0f));  // elements 0..15
+        const v128_t hi = wasm_u8x16_shr(q, 4);                        // elements 16..31
+        return {{wasm_u16x8_extend_low_u8x16(lo), wasm_u16x8_extend_high_u8x16(lo), wasm_u16x8_extend_low_u8x16(hi),
+                 wasm_u16x8_extend_high_u8x16(hi)}};
+    }
+};
+
+template <class W>
+inline v128_t block_dot(const W& w, const act16& y) {
+    return wasm_i32x4_add(wasm_i32x4_add(wasm_i32x4_dot_i16x8(w.w[0], y.y[0]), wasm_i32x4_dot_i16x8(w.w[1], y.y[1])),
+                          wasm_i32x4_add(wasm_i32x4_dot_i16x8(w.w[2], y.y[2]), wasm_i32x4_dot_i16x8(w.w[3], y.y[3])));
+}
+
+// lane i = the sum of v[i]'s lanes (integer adds: exact in any order)
+inline v128_t sum_lanes_4(v128_t v0, v128_t v1, v128_t v2, v128_t v3) {
+    const v128_t a = wasm_i32x4_add(wasm_i32x4_shuffle(v0, v1, 0, 4, 1, 5), wasm_i32x4_shuffle(v0, v1, 2, 6, 3, 7));
+    const v128_t b = wasm_i32x4_add(wasm_i32x4_shuffle(v2, v3, 0, 4, 1, 5), wasm_i32x4_shuffle(v2, v3, 2, 6, 3, 7));
+    // a = (v0: 0+2, v1: 0+2, v0: 1+3, v1: 1+3), b likewise for v2, v3
+    return wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 1, 4, 5), wasm_i32x4_shuffle(a, b, 2, 3, 6, 7));
+}
+
+// the fp16 scales of 4 blocks, ws bytes apart, as floats (exact)
+inline v128_t scales_4(const std::byte* block, int64_t ws) {
+    v128_t h = wasm_i32x4_splat(0);
+    h = wasm_v128_load16_lane(block, h, 0);
+    h = wasm_v128_load16_lane(block + ws, h, 2);
+    h = wasm_v128_load16_lane(block + 2 * ws, h, 4);
+    h = wasm_v128_load16_lane(block + 3 * ws, h, 6);
+    return half4_to_float(h);
+}
+
+// Rows r .. r + 3, token t: lane i of acc is row r + i. (One token at a time: a tile of 2 tokens
+// needs more than V8's 16 SIMD registers and is slower.)
+template <class Block>
+inline void tile_q8(const matmul_args& a, int64_t r, int64_t t) {
+    const q8_activations& x = *a.xq;
+    const std::byte* w = a.w + r * a.w_stride;
+    const int64_t ws = a.w_stride;
+    v128_t acc = wasm_f32x4_splat(0.0f);
+    for (int64_t b = 0; b < x.n_blocks; ++b) {
+        const std::byte* wb = w + b * Block::bytes;
+        const act16 y = load_act16(x.block(t, b));
+        v128_t s = sum_lanes_4(block_dot(Block::load(wb), y), block_dot(Block::load(wb + ws), y),
+                               block_dot(Block::load(wb + 2 * ws), y), block_dot(Block::load(wb + 3 * ws), y));
+        if constexpr (Block::minus_8) s = wasm_i32x4_sub(s, wasm_i32x4_splat(8 * x.block_sum(t, b)));
+        const v128_t scale = wasm_f32x4_mul(scales_4(wb, ws), wasm_f32x4_splat(x.scale(t, b)));
+        acc = wasm_f32x4_add(wasm_f32x4_mul(scale, wasm_f32x4_convert_i32x4(s)), acc);
+    }
+    wasm_v128_store(a.y + t * a.y_stride + r, acc);  // rows r .. r + 3 of token t: consecutive in y
+}
+
+// Tiles of 4 rows (the rows left over: scalar::dot_q8 with the SIMD block dot products), in chunks
+// of tokens whose activations stay in cache while the rows go by.
+template <class Tile, class Block>
+inline void rows_q8(const matmul_args& a, int64_t r0, int64_t r1) {
+    const q8_activations& x = *a.xq;
+    const int64_t chunk = std::max<int64_t>(1, 64 * 1024 / std::max<int64_t>(a.cols, 1));
+    for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
+        const int64_t t1 = std::min(a.n_tokens, t0 + chunk);
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4)
+            for (int64_t t = t0; t < t1; ++t) tile_q8<Tile>(a, r, t);
+        for (; r < r1; ++r)
+            for (int64_t t = t0; t < t1; ++t) a.y[t * a.y_stride + r] = scalar::dot_q8<Block>(a.w + r * a.w_stride, x, t);
+    }
+}
 
 }  // namespace lumen::cpu::wasm128
 
