@@ -27,8 +27,6 @@
 #include <lumen/convert/sentencepiece_model.hpp>
 #include <lumen/lumen.hpp>
 
-#include "generator.hpp"
-
 namespace lumen::web {
 namespace {
 

@@ -1,11 +1,12 @@
-// generator.hpp: lumen::generate (session.hpp) turned inside out: the same steps, one token per
-// call to next(), so that a browser worker can return to its event loop between tokens (to hear
-// "stop", to post the text) instead of blocking inside a callback.
+// generator.hpp: a generation one token at a time. generator(ctx, prompt, options) processes the
+// prompt; each next() samples a token, runs it through the context and hands back its text.
 //
-// Every step mirrors session.hpp line for line (prompt checks, sampler and streamer state, EOS/BOS
-// handling, context-full stop, final flush), so the tokens and the text are identical to generate();
-// the tests compare the two on real and random models. If the core grows a pull-style generator,
-// this file goes away.
+// generate() in session.hpp is a loop over next() with a callback; callers that must return to an
+// event loop between tokens (the browser worker, a GUI) hold a generator and call next() instead.
+//
+//     lumen::generator gen(ctx, "Once upon a time", {});
+//     std::string text;
+//     while (gen.next(text)) { /* show text, clear it, check for "stop" */ }
 #pragma once
 
 #include <chrono>
@@ -15,13 +16,33 @@
 #include <string_view>
 #include <vector>
 
-#include <lumen/lumen.hpp>
+#include "context.hpp"
+#include "error.hpp"
+#include "sampler.hpp"
+#include "tokenizer.hpp"
 
-namespace lumen::web {
+namespace lumen {
+
+struct generate_options {
+    int32_t n_predict = 128;   // tokens to generate; < 0 = until end of text or a full context
+    sampler_options sampling;  // temperature, top-k, top-p, min-p, repetition penalty, seed
+    bool add_bos = true;       // start the prompt with the beginning-of-sequence token
+    bool ignore_eos = false;   // keep generating past the end-of-sequence token
+};
+
+struct generation_stats {
+    int64_t n_prompt_tokens = 0;
+    int64_t n_generated = 0;
+    double prompt_seconds = 0;    // time to process the prompt (one batched forward pass per n_batch)
+    double generate_seconds = 0;  // time spent in next(): sampling and the forward passes
+    bool stopped_at_eos = false;
+    bool context_full = false;    // generation stopped because the KV cache was full
+};
 
 class generator {
 public:
-    // Tokenizes the prompt and runs it through ctx (the prompt-processing pass).
+    // Tokenizes the prompt and runs it through a fresh sequence of ctx (the prompt-processing pass).
+    // Throws lumen::error when the prompt does not fit in the context.
     generator(context& ctx, std::string_view prompt, const generate_options& options)
         : ctx_(&ctx),
           tok_(&ctx.model().tokenizer()),
@@ -33,7 +54,7 @@ public:
         if (static_cast<int64_t>(tokens.size()) >= ctx.n_ctx())
             throw error("the prompt has " + std::to_string(tokens.size()) +
                         " tokens, which do not fit in the context of " + std::to_string(ctx.n_ctx()) +
-                        " positions (raise n_ctx)");
+                        " positions (raise n_ctx; in the CLI -c/--ctx-size)");
         stats_.n_prompt_tokens = static_cast<int64_t>(tokens.size());
         for (int32_t t : tokens) sampler_.accept(t);
         for (int32_t t : tokens) streamer_.push(t);  // the prompt's text is the caller's; this sets the state
@@ -102,4 +123,4 @@ private:
     bool done_ = false;
 };
 
-}  // namespace lumen::web
+}  // namespace lumen
