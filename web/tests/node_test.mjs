@@ -170,6 +170,16 @@ await section('stories260K equals the native CLI: greedy with penalty, and sampl
   model.delete();
 });
 
+await section('the demo model (models/demo-kjv.gguf) prints make demo\'s golden text', () => {
+  const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+  const model = loadModel(M, `${root}/models/demo-kjv.gguf`, {threads: 1});
+  const prompt = 'And it came to pass';
+  const r = generate(model, prompt, {temperature: 0.8, n_predict: 200, seed: 42});
+  checkEqual(prompt + r.text, fs.readFileSync(`${root}/tests/golden/demo-kjv-and-it-came-to-pass.txt`, 'utf8'),
+             'demo-kjv, temperature 0.8, seed 42, 200 tokens');
+  model.delete();
+});
+
 // --- random weights, F32 and Q8_0
 
 const randomBin = writeRandomLlama2c(`${tmp}/random_small.bin`, shapes.small, 5);
