@@ -13,29 +13,7 @@
 
 #include <lumen/sampler.hpp>
 
-// Counts every allocation made through operator new, to show sample() and accept() make none. All the
-// replaceable forms are replaced, so every new and delete pair up on malloc and free (also
-// under AddressSanitizer, which would otherwise mix its own operator new with this delete).
-namespace {
-std::atomic<long> g_allocations{0};
-void* counted_malloc(std::size_t n) noexcept {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-    return std::malloc(n ? n : 1);
-}
-}  // namespace
-void* operator new(std::size_t n) {
-    if (void* p = counted_malloc(n)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+#include "count_allocations.hpp"  // to show sample() and accept() allocate nothing
 
 using lumen::sampler;
 using lumen::sampler_options;
@@ -274,12 +252,12 @@ TEST_CASE("sample() and accept() allocate nothing", "[sampler]") {
     sampler_options tp;
     tp.top_k = 0;  // top-p sorts the whole vocabulary
     sampler t(32000, tp);
-    const long before = g_allocations.load();
+    const long before = test_util::allocations();
     for (int i = 0; i < 20; ++i) {
         s.accept(s.sample(logits.data()));
         t.accept(t.sample(logits.data()));
     }
-    const long after = g_allocations.load();
+    const long after = test_util::allocations();
     CHECK(after == before);
 }
 

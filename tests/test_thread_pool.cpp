@@ -15,29 +15,7 @@
 
 #include <lumen/cpu/thread_pool.hpp>
 
-// Counts every allocation made through operator new, to show parallel_for makes none. All the
-// replaceable forms are replaced, so every new and delete pair up on malloc and free (also
-// under AddressSanitizer, which would otherwise mix its own operator new with this delete).
-namespace {
-std::atomic<long> g_allocations{0};
-void* counted_malloc(std::size_t n) noexcept {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-    return std::malloc(n ? n : 1);
-}
-}  // namespace
-void* operator new(std::size_t n) {
-    if (void* p = counted_malloc(n)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+#include "count_allocations.hpp"  // to show parallel_for allocates nothing
 
 using lumen::cpu::thread_pool;
 
@@ -141,9 +119,9 @@ TEST_CASE("parallel_for allocates nothing per call", "[thread_pool]") {
         for (int64_t i = begin; i < end; ++i) data[static_cast<size_t>(i)] *= 1.0001f;
     };
     pool.parallel_for(4096, work);  // warm up
-    const long before = g_allocations.load();
+    const long before = test_util::allocations();
     for (int i = 0; i < 1000; ++i) pool.parallel_for(4096, work);
-    const long after = g_allocations.load();
+    const long after = test_util::allocations();
     CHECK(after == before);
 }
 
