@@ -86,7 +86,10 @@ private:
         int64_t n_items = 0;
     };
 
-    static constexpr int chunks_per_thread = 8;  // finer than one chunk per thread: evens out load
+    // Finer than one chunk per thread, to even out the load when a thread is slowed, but not much
+    // finer: every claim moves the ticket's cache line between cores (4 rather than 8 chunks made
+    // token generation 6-10% faster on stories110M, 2 threads).
+    static constexpr int chunks_per_thread = 4;
     static constexpr std::chrono::microseconds spin_time{200};  // before a waiting thread sleeps
 
     // Polls `ready` (with a pause between polls) until it returns true or spin_time has passed.
