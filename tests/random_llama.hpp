@@ -15,6 +15,8 @@
 #include <lumen/tensor.hpp>
 #include <lumen/tensor_names.hpp>
 
+#include "../native/cli/bench_random_model.hpp"
+
 namespace random_llama {
 
 struct spec {
@@ -56,19 +58,8 @@ inline uint16_t f32_to_f16(float value) {
 }
 
 // "<unk>", "<s>", "</s>", the 256 byte tokens "<0x00>".."<0xFF>", then normal tokens
-// "▁a", "b", "▁c", ... (letters in bijective base 26), n tokens in all.
-inline std::vector<std::string> vocabulary(int64_t n) {
-    std::vector<std::string> tokens{"<unk>", "<s>", "</s>"};
-    static const char* hex = "0123456789ABCDEF";
-    for (int b = 0; b < 256; ++b) tokens.push_back(std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">");
-    for (int64_t i = 0; static_cast<int64_t>(tokens.size()) < n; ++i) {
-        std::string letters;
-        for (int64_t k = i + 1; k > 0; k = (k - 1) / 26) letters.insert(letters.begin(), static_cast<char>('a' + (k - 1) % 26));
-        tokens.push_back(i % 2 == 0 ? "\xE2\x96\x81" + letters : letters);
-    }
-    tokens.resize(static_cast<size_t>(n));
-    return tokens;
-}
+// "▁a", "b", "▁c", ...: the vocabulary `lumen bench --shape` writes too.
+inline std::vector<std::string> vocabulary(int64_t n) { return lumen::cli::bench::synthetic_vocabulary(n); }
 
 // The GGUF of a random llama model, still open for changes (set() replaces a key, add_tensor adds one).
 inline lumen::gguf_writer make_writer(const spec& s) {
