@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <lumen/lumen.hpp>
 #include <lumen/perplexity.hpp>
 #include <lumen/quantize.hpp>
@@ -23,7 +25,13 @@ using lumen::dtype;
 
 namespace {
 
-const std::string tmp = LUMEN_TEST_TMP;
+// ctest runs each test case in its own process, in parallel: every process writes its files (the
+// converted stories260K, the held text, the quantized models) to a folder of its own.
+const std::string tmp = [] {
+    const std::string dir = std::string(LUMEN_TEST_TMP) + "/quantize-" + std::to_string(::getpid());
+    std::filesystem::create_directories(dir);
+    return dir;
+}();
 const std::string cli = LUMEN_CLI;
 const std::string stories_dir = std::string(LUMEN_REALDATA) + "/stories260K";
 
@@ -50,7 +58,7 @@ std::string write_text_file(const std::string& name, const std::string& text) {
     return path;
 }
 
-// stories260K converted to F32 GGUF with the CLI (once per test binary).
+// stories260K converted to F32 GGUF with the CLI (once per process).
 const std::string& stories_f32() {
     static const std::string path = [] {
         const std::string out = tmp + "/quantize_stories260K_f32.gguf";
