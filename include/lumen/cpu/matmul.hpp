@@ -108,8 +108,8 @@ inline constexpr matmul_kernel wasm_table[] = {
     {dtype::f32, activation_format::f32, &wasm128::rows_float<wasm128::f32_row>},
     {dtype::f16, activation_format::f32, &wasm128::rows_float<wasm128::f16_row>},
     {dtype::bf16, activation_format::f32, &wasm128::rows_float<wasm128::bf16_row>},
-    {dtype::q8_0, activation_format::q8, &wasm128::rows_q8<wasm128::q8_0_tile, wasm128::q8_0_block>},
-    {dtype::q4_0, activation_format::q8, &wasm128::rows_q8<wasm128::q4_0_tile, wasm128::q4_0_block>},
+    {dtype::q8_0, activation_format::q8, &wasm128::rows_q8<wasm128::q8_0_block>},
+    {dtype::q4_0, activation_format::q8, &wasm128::rows_q8<wasm128::q4_0_block>},
     {dtype::q4_k, activation_format::q8, &scalar::rows_kq<scalar::q4_k_block>},
     {dtype::q6_k, activation_format::q8, &scalar::rows_kq<scalar::q6_k_block>},
 };

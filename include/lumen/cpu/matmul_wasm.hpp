@@ -128,51 +128,12 @@ inline void rows_float(const matmul_args& a, int64_t r0, int64_t r1) {
         for (int64_t t = 0; t < a.n_tokens; ++t) tile_float<Row, 1, 1>(a, r, t);
 }
 
-// --- quantized weights: the integer block dot products (the float part is scalar::rows_q8's)
-
-// sum over 16 lanes of a[k] * b[k] (int16 x 8 twice) as i32x4
-inline v128_t dot16(v128_t a_lo, v128_t a_hi, v128_t b_lo, v128_t b_hi) {
-    return wasm_i32x4_add(wasm_i32x4_dot_i16x8(a_lo, b_lo), wasm_i32x4_dot_i16x8(a_hi, b_hi));
-}
-
-inline int32_t sum_lanes(v128_t v) {
-    return wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2) +
-           wasm_i32x4_extract_lane(v, 3);
-}
-
-struct q8_0_block : scalar::q8_0_block {
-    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t /*y_sum*/) {
-        const std::byte* block = row + b * block_q8_0_bytes;
-        const v128_t w0 = wasm_v128_load(block + 2), w1 = wasm_v128_load(block + 18);
-        const v128_t y0 = wasm_v128_load(y), y1 = wasm_v128_load(y + 16);
-        const v128_t s0 = dot16(wasm_i16x8_extend_low_i8x16(w0), wasm_i16x8_extend_high_i8x16(w0),
-                                wasm_i16x8_extend_low_i8x16(y0), wasm_i16x8_extend_high_i8x16(y0));
-        const v128_t s1 = dot16(wasm_i16x8_extend_low_i8x16(w1), wasm_i16x8_extend_high_i8x16(w1),
-                                wasm_i16x8_extend_low_i8x16(y1), wasm_i16x8_extend_high_i8x16(y1));
-        return sum_lanes(wasm_i32x4_add(s0, s1));
-    }
-};
-
-struct q4_0_block : scalar::q4_0_block {
-    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
-        const std::byte* block = row + b * block_q4_0_bytes;
-        const v128_t q = wasm_v128_load(block + 2);
-        const v128_t lo = wasm_v128_and(q, wasm_i8x16_splat(0x0f));  // elements 0..15
-        const v128_t hi = wasm_u8x16_shr(q, 4);                        // elements 16..31
-        const v128_t y0 = wasm_v128_load(y), y1 = wasm_v128_load(y + 16);
-        const v128_t s0 = dot16(wasm_u16x8_extend_low_u8x16(lo), wasm_u16x8_extend_high_u8x16(lo),
-                                wasm_i16x8_extend_low_i8x16(y0), wasm_i16x8_extend_high_i8x16(y0));
-        const v128_t s1 = dot16(wasm_u16x8_extend_low_u8x16(hi), wasm_u16x8_extend_high_u8x16(hi),
-                                wasm_i16x8_extend_low_i8x16(y1), wasm_i16x8_extend_high_i8x16(y1));
-        return sum_lanes(wasm_i32x4_add(s0, s1)) - 8 * y_sum;
-    }
-};
-
-// --- quantized weights, 4 rows at a time
+// --- quantized weights
 //
-// A tile block type gives, for one weight block and one activation block (32 quants as 4 i16x8),
-// an i32x4 whose lanes sum to the integer dot product (Q4_0: of the nibbles, 8 sum y subtracted
-// after), and says where the fp16 scale sits (the block's first 2 bytes).
+// A block type loads one weight block as 4 i16x8 whose dot products with an activation block (its
+// 32 quants as 4 i16x8) sum to the block's integer dot product (Q4_0: of the nibbles, 8 sum y
+// subtracted after); the fp16 scale sits in the block's first 2 bytes. Its isum() is the same
+// integer for scalar::dot_q8, which takes the rows left over from the tiles of 4.
 
 struct act16 {
     v128_t y[4];  // the activation quants 0-7, 8-15, 16-23, 24-31 as int16
@@ -184,7 +145,7 @@ inline act16 load_act16(const int8_t* y) {
              wasm_i16x8_extend_high_i8x16(y1)}};
 }
 
-struct q8_0_tile {
+struct q8_0_block : scalar::q8_0_block {
     static constexpr int64_t bytes = block_q8_0_bytes;
     static constexpr bool minus_8 = false;
     struct weights {
@@ -195,12 +156,13 @@ struct q8_0_tile {
         return {{wasm_i16x8_extend_low_i8x16(w0), wasm_i16x8_extend_high_i8x16(w0), wasm_i16x8_extend_low_i8x16(w1),
                  wasm_i16x8_extend_high_i8x16(w1)}};
     }
+    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum);
 };
 
-struct q4_0_tile {
+struct q4_0_block : scalar::q4_0_block {
     static constexpr int64_t bytes = block_q4_0_bytes;
     static constexpr bool minus_8 = true;
-    using weights = q8_0_tile::weights;
+    using weights = q8_0_block::weights;
     static weights load(const std::byte* block) {
         const v128_t q = wasm_v128_load(block + 2);
         const v128_t lo = wasm_v128_and(q, wasm_i8x16_splat(0x0f));  // elements 0..15
@@ -208,12 +170,26 @@ struct q4_0_tile {
         return {{wasm_u16x8_extend_low_u8x16(lo), wasm_u16x8_extend_high_u8x16(lo), wasm_u16x8_extend_low_u8x16(hi),
                  wasm_u16x8_extend_high_u8x16(hi)}};
     }
+    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum);
 };
 
 template <class W>
 inline v128_t block_dot(const W& w, const act16& y) {
     return wasm_i32x4_add(wasm_i32x4_add(wasm_i32x4_dot_i16x8(w.w[0], y.y[0]), wasm_i32x4_dot_i16x8(w.w[1], y.y[1])),
                           wasm_i32x4_add(wasm_i32x4_dot_i16x8(w.w[2], y.y[2]), wasm_i32x4_dot_i16x8(w.w[3], y.y[3])));
+}
+
+inline int32_t sum_lanes(v128_t v) {
+    return wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2) +
+           wasm_i32x4_extract_lane(v, 3);
+}
+
+inline int32_t q8_0_block::isum(const std::byte* row, int64_t b, const int8_t* y, int32_t /*y_sum*/) {
+    return sum_lanes(block_dot(load(row + b * bytes), load_act16(y)));
+}
+
+inline int32_t q4_0_block::isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
+    return sum_lanes(block_dot(load(row + b * bytes), load_act16(y))) - 8 * y_sum;
 }
 
 // lane i = the sum of v[i]'s lanes (integer adds: exact in any order)
@@ -254,9 +230,9 @@ inline void tile_q8(const matmul_args& a, int64_t r, int64_t t) {
     wasm_v128_store(a.y + t * a.y_stride + r, acc);  // rows r .. r + 3 of token t: consecutive in y
 }
 
-// Tiles of 4 rows (the rows left over: scalar::dot_q8 with the SIMD block dot products), in chunks
+// Tiles of 4 rows (the rows left over: scalar::dot_q8 with Block::isum), in chunks
 // of tokens whose activations stay in cache while the rows go by.
-template <class Tile, class Block>
+template <class Block>
 inline void rows_q8(const matmul_args& a, int64_t r0, int64_t r1) {
     const q8_activations& x = *a.xq;
     const int64_t chunk = std::max<int64_t>(1, 64 * 1024 / std::max<int64_t>(a.cols, 1));
@@ -264,7 +240,7 @@ inline void rows_q8(const matmul_args& a, int64_t r0, int64_t r1) {
         const int64_t t1 = std::min(a.n_tokens, t0 + chunk);
         int64_t r = r0;
         for (; r + 4 <= r1; r += 4)
-            for (int64_t t = t0; t < t1; ++t) tile_q8<Tile>(a, r, t);
+            for (int64_t t = t0; t < t1; ++t) tile_q8<Block>(a, r, t);
         for (; r < r1; ++r)
             for (int64_t t = t0; t < t1; ++t) a.y[t * a.y_stride + r] = scalar::dot_q8<Block>(a.w + r * a.w_stride, x, t);
     }
