@@ -12,6 +12,7 @@ try {
   if (!model) model = `dist/models/${(await (await fetch('dist/models/demo.json')).json()).file}`;
   const n = Number(params.get('n') ?? 128), reps = Number(params.get('reps') ?? 3);
   const lm = await Lumen.create({build: params.get('build') ?? undefined,
+                                 relaxed: params.has('relaxed') ? params.get('relaxed') === '1' : undefined,
                                  threads: params.has('threads') ? Number(params.get('threads')) : undefined});
   log(`build ${lm.build} (${lm.flavor}), ${lm.threads} thread(s)`);
   const t0 = performance.now();

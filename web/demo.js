@@ -1,5 +1,6 @@
 // demo.js: the demo page. It only draws; lumen.js and its worker do the work.
-// URL parameters: ?build=st|mt forces a build, ?threads=N, ?model=URL loads another model first.
+// URL parameters: ?build=st|mt forces a build, ?relaxed=0|1 plain SIMD128 or relaxed SIMD, ?threads=N,
+// ?model=URL loads another model first.
 import {Lumen} from './lumen.js';
 
 const $ = id => document.getElementById(id);
@@ -159,9 +160,12 @@ $('prompt').addEventListener('keydown', e => {
 
 try {
   lm = await Lumen.create({build: params.get('build') ?? undefined,
+                           relaxed: params.has('relaxed') ? params.get('relaxed') === '1' : undefined,
                            threads: params.has('threads') ? Number(params.get('threads')) : undefined});
-  $('build').textContent = lm.build === 'mt' ? `WebAssembly SIMD128 + ${lm.threads} threads` : 'WebAssembly SIMD128, single thread';
+  $('build').textContent = `WebAssembly SIMD128${lm.relaxed ? ' + relaxed SIMD' : ''}, ` +
+                           (lm.build === 'mt' ? `${lm.threads} threads` : 'single thread');
   $('build').dataset.build = lm.build;
+  $('build').dataset.relaxed = String(lm.relaxed);
   setState('empty');
   if (params.get('model')) await load(params.get('model'), params.get('model'));
   else await loadDemo();

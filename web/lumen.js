@@ -10,6 +10,34 @@
 //
 // Every promise rejects with an Error whose message is the core's (e.g. "x.gguf: not a GGUF file").
 
+// A module whose function f stores i32x4.relaxed_dot_i8x16_i7x16_add_s(mem[16..32), mem[32..48),
+// mem[48..64)) at mem[0]: relaxed SIMD's 8-bit dot product, which the relaxed builds use.
+const RELAXED_DOT_PROBE = Uint8Array.from(
+  ('0061736d01000000010401600000030201000503010001070b02036d656d0200016600000a1f011d0041004110fd00' +
+   '04004120fd0004004130fd000400fd9302fd0b04000b').match(/../g), h => parseInt(h, 16));
+
+// Whether this engine runs the relaxed builds correctly: it must compile the probe and compute the
+// right sums (some engines validate the opcode from an older draft of the proposal and compute
+// something else, e.g. Node 20's V8 behind its flag).
+export function relaxedDotWorks() {
+  try {
+    const {exports} = new WebAssembly.Instance(new WebAssembly.Module(RELAXED_DOT_PROBE));
+    const bytes = new Int8Array(exports.mem.buffer), words = new Int32Array(exports.mem.buffer);
+    const a = [-128, 120, -5, 7], b = [127, 100, 0, 1];  // a + lane stays an int8
+    for (let i = 0; i < 16; ++i) { bytes[16 + i] = a[i % 4] + (i >> 2); bytes[32 + i] = b[i % 4]; }
+    for (let i = 0; i < 4; ++i) words[12 + i] = 1000 * i;
+    exports.f();
+    for (let lane = 0; lane < 4; ++lane) {
+      let want = 1000 * lane;
+      for (let k = 0; k < 4; ++k) want += (a[k] + lane) * b[k];
+      if (words[lane] !== want) return false;
+    }
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 // The largest model any build loads (the single-thread one; the threaded one stops at 1.5 GiB and
 // load() then switches to the single-thread build by itself).
 const MAX_MODEL_BYTES = 2 ** 31;
@@ -21,15 +49,18 @@ export class Lumen {
 
   // Starts the worker and the WebAssembly module. The SIMD128 + pthreads build is used when the page
   // is cross-origin isolated (it needs SharedArrayBuffer), the single-thread SIMD128 build otherwise;
-  // {build: 'mt' | 'st'} forces one. threads defaults to the logical cores, at most 8.
-  static async create({threads, build} = {}) {
+  // {build: 'mt' | 'st'} forces one. Each comes in a relaxed-SIMD variant (8-bit dot products:
+  // faster on quantized models, same results), used when relaxedDotWorks(); {relaxed: false}
+  // forces plain SIMD128. threads defaults to the logical cores, at most 8.
+  static async create({threads, build, relaxed} = {}) {
     const isolated = globalThis.crossOriginIsolated === true && typeof SharedArrayBuffer === 'function';
     const flavor = build ?? (isolated ? 'mt' : 'st');
     if (flavor === 'mt' && !isolated)
       throw new Error('the threaded build needs a cross-origin isolated page (COOP/COEP headers)');
+    if (relaxed && !relaxedDotWorks()) throw new Error('this browser has no (working) relaxed SIMD dot product');
     const n = flavor === 'mt' ? Math.max(1, Math.min(threads ?? navigator.hardwareConcurrency ?? 4, 8)) : 1;
     const lm = new Lumen();
-    await lm.#start(flavor, n);
+    await lm.#start(flavor, n, relaxed ?? relaxedDotWorks());
     return lm;
   }
 
@@ -37,12 +68,13 @@ export class Lumen {
     this.stats = null;  // of the current or last generation: n_generated, generate_ms, tokens_per_second, ...
   }
 
-  async #start(flavor, threads) {
+  async #start(flavor, threads, relaxed) {
     this.#worker?.terminate();
     this.#attach(new Worker(new URL('./worker.js', import.meta.url), {type: 'module'}));
-    const init = await this.#call('init', {flavor, threads});
+    const init = await this.#call('init', {flavor, threads, relaxed});
     this.build = flavor;                // 'mt' or 'st'
-    this.flavor = init.flavor;          // 'simd128+pthreads' or 'simd128'
+    this.relaxed = relaxed;             // the relaxed-SIMD variant of it
+    this.flavor = init.flavor;          // 'simd128' or 'simd128+relaxed', with '+pthreads' for mt
     this.threads = init.threads;
     this.maxModelBytes = MAX_MODEL_BYTES;
   }
@@ -94,7 +126,7 @@ export class Lumen {
     } catch (e) {
       // Between 1.5 and 2 GiB: only the single-thread build has the memory.
       if (this.build !== 'mt' || !/threaded browser build can load/.test(e.message)) throw e;
-      await this.#start('st', 1);
+      await this.#start('st', 1, this.relaxed);
       return load();
     }
   }

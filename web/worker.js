@@ -1,6 +1,6 @@
 // worker.js: owns the WebAssembly module and the model, off the page's thread. It speaks in
 // messages: {id, op, ...} in; {id, type: 'progress' | 'piece' | 'result' | 'error', ...} out.
-//   init {flavor: 'mt' | 'st', threads}   loads dist/lumen-<flavor>.mjs
+//   init {flavor: 'mt' | 'st', threads, relaxed}   loads dist/lumen-<flavor>[-relaxed].mjs
 //   load {source: URL string | Blob, name, n_ctx}   streams the bytes into the wasm heap
 //   generate {prompt, options}   runs a few tokens at a time, returning to the event loop between
 //                                slices so that 'stop' (and anything else) is heard
@@ -158,8 +158,8 @@ function finishLoad(loader, name) {
 }
 
 const ops = {
-  async init({flavor, threads: n}) {
-    const {default: createLumen} = await import(`./dist/lumen-${flavor}.mjs`);
+  async init({flavor, threads: n, relaxed}) {
+    const {default: createLumen} = await import(`./dist/lumen-${flavor}${relaxed ? '-relaxed' : ''}.mjs`);
     threads = flavor === 'mt' ? Math.max(1, n | 0) : 1;
     // threads - 1 pre-started workers (the calling thread is the other one). At least one:
     // Emscripten 3.1.6 never finishes starting a pthread build whose pool is empty.

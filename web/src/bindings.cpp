@@ -356,13 +356,15 @@ private:
 };
 
 std::string build_flavor() {
-#ifdef __EMSCRIPTEN_PTHREADS__
-    std::string s = "simd128+pthreads";
-#else
+#if defined(LUMEN_CPU_HAVE_WASM_RELAXED)
+    std::string s = "simd128+relaxed";
+#elif defined(LUMEN_CPU_HAVE_WASM)
     std::string s = "simd128";
+#else
+    std::string s = "scalar";
 #endif
-#ifndef __wasm_simd128__
-    s = "scalar";
+#ifdef __EMSCRIPTEN_PTHREADS__
+    s += "+pthreads";
 #endif
     return s;
 }

@@ -21,6 +21,7 @@ const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const {values: args} = parseArgs({options: {
   cli: {type: 'string'}, realdata: {type: 'string'}, tmp: {type: 'string'},
   n: {type: 'string', default: '128'}, reps: {type: 'string', default: '3'},
+  only: {type: 'string'},  // benchmark only the models whose file name contains this
   chromium: {type: 'string', default: '/usr/bin/chromium'},
 }});
 for (const k of ['cli', 'realdata', 'tmp'])
@@ -68,15 +69,18 @@ const browser = await chromium.launchPersistentContext(userDataDir, {
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
          '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
-async function browserBench(file, build, threads) {
+// relaxed: true/false forces the relaxed-SIMD variant or plain SIMD128 (the page's default: relaxed
+// where the browser runs it)
+async function browserBench(file, build, threads, relaxed) {
   const page = await browser.newPage();
-  const q = new URLSearchParams({model: `/bench-models/${path.basename(file)}`, build, threads: String(threads), n: String(n), reps: String(reps)});
+  const q = new URLSearchParams({model: `/bench-models/${path.basename(file)}`, build, threads: String(threads), n: String(n),
+                                 reps: String(reps), relaxed: relaxed ? '1' : '0'});
   page.on('pageerror', e => console.log(`  [pageerror] ${e.message}`));
   await page.goto(`${base}/bench.html?${q}`);
   try {
     await page.waitForFunction(() => document.body.dataset.result, null, {timeout: 300000});
   } catch (e) {
-    throw new Error(`${path.basename(file)} ${build}: no result; the page says:\n${await page.textContent('#result')}`);
+    throw new Error(`${path.basename(file)} ${build}${relaxed ? ' relaxed' : ''}: no result; the page says:\n${await page.textContent('#result')}`);
   }
   const result = JSON.parse(await page.evaluate(() => document.body.dataset.result));
   await page.close();
@@ -87,13 +91,14 @@ async function browserBench(file, build, threads) {
 const hw = os.cpus().length;
 const rows = [];
 try {
-  for (const file of models) {
+  for (const file of models.filter(m => !args.only || path.basename(m).includes(args.only))) {
     const row = {model: path.basename(file)};
     row.native_t1 = native(file, 1);
-    row.wasm_st = await browserBench(file, 'st', 1);
+    row.wasm_st = await browserBench(file, 'st', 1, false);
+    row.wasm_st_relaxed = await browserBench(file, 'st', 1, true);
     row.native_tN = native(file, hw);
-    row.wasm_mt_t1 = await browserBench(file, 'mt', 1);
-    row.wasm_mt_tN = await browserBench(file, 'mt', hw);
+    row.wasm_mt_t1 = await browserBench(file, 'mt', 1, true);
+    row.wasm_mt_tN = await browserBench(file, 'mt', hw, true);
     rows.push(row);
     console.log(JSON.stringify(row));
   }
@@ -105,9 +110,13 @@ try {
 
 const f = x => x.toFixed(1).padStart(9);
 console.log(`\ntoken generation, tokens/s (best of ${reps}, ${n} tokens, greedy; ${hw} threads = "N"; ${os.cpus()[0].model})`);
-console.log(`${'model'.padEnd(30)} ${'native t1'.padStart(9)} ${'wasm st'.padStart(9)} ${'st/native'.padStart(9)}` +
-            ` ${'native tN'.padStart(9)} ${'wasm mt1'.padStart(9)} ${'wasm mtN'.padStart(9)} ${'mtN/nat'.padStart(9)}`);
+console.log('st: single-thread build, SIMD128; st rlx: its relaxed-SIMD variant; mt: the threaded build (relaxed), 1 and N threads');
+console.log(`${'model'.padEnd(30)} ${'native t1'.padStart(9)} ${'wasm st'.padStart(9)} ${'st/nat'.padStart(6)}` +
+            ` ${'st rlx'.padStart(9)} ${'rlx/nat'.padStart(7)} ${'native tN'.padStart(9)} ${'wasm mt1'.padStart(9)}` +
+            ` ${'wasm mtN'.padStart(9)} ${'mtN/nat'.padStart(7)}`);
+const pct = (a, b, w) => `${(100 * a / b).toFixed(0)}%`.padStart(w);
 for (const r of rows)
-  console.log(`${r.model.padEnd(30)} ${f(r.native_t1)} ${f(r.wasm_st)} ${(100 * r.wasm_st / r.native_t1).toFixed(0).padStart(8)}%` +
-              ` ${f(r.native_tN)} ${f(r.wasm_mt_t1)} ${f(r.wasm_mt_tN)} ${(100 * r.wasm_mt_tN / r.native_tN).toFixed(0).padStart(8)}%`);
+  console.log(`${r.model.padEnd(30)} ${f(r.native_t1)} ${f(r.wasm_st)} ${pct(r.wasm_st, r.native_t1, 6)}` +
+              ` ${f(r.wasm_st_relaxed)} ${pct(r.wasm_st_relaxed, r.native_t1, 7)} ${f(r.native_tN)} ${f(r.wasm_mt_t1)}` +
+              ` ${f(r.wasm_mt_tN)} ${pct(r.wasm_mt_tN, r.native_tN, 7)}`);
 fs.writeFileSync(path.join(args.tmp, 'bench.json'), JSON.stringify({n, reps, threads: hw, rows}, null, 2));

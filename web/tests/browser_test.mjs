@@ -5,6 +5,7 @@
 //     a reload takes the model from the Cache API (no second download); a corrupt file picked or
 //     dropped shows the core's error in the page, and the page still works afterwards;
 //   - the JS API directly: the single-thread build, stop(), breaking out of the iterator, errors;
+//     the plain SIMD128 build (the relaxed-SIMD variants are the default where the browser has them);
 //   - not isolated: the single-thread build is chosen and gives the same text.
 // Screenshots go to --tmp (the build folder).
 //
@@ -121,6 +122,7 @@ try {
     await waitState(page, 'ready');
     checkEqual(await page.evaluate(() => crossOriginIsolated), true, 'crossOriginIsolated');
     checkEqual(await page.getAttribute('#build', 'data-build'), 'mt', 'the threaded build was chosen');
+    checkEqual(await page.getAttribute('#build', 'data-relaxed'), 'true', 'its relaxed-SIMD variant (Chromium has it)');
     console.log(`  build: ${await page.textContent('#build')}; model: ${await page.textContent('#model-name')}`);
     check((await page.textContent('#model-name')).includes(demo.name), 'the page names the demo model');
     check((await page.textContent('#info')).includes('parameters'), 'the info panel is filled');
@@ -203,9 +205,17 @@ try {
                                                       repeat_penalty: 1, n_predict: 32, seed: 1})) text1 += piece;
       out.mtOne = [one.threads, (await one.info()).threads, prompt + text1];
       one.free();
+      // Plain SIMD128 (no relaxed SIMD), as in browsers without it.
+      const plain = await Lumen.create({build: 'st', relaxed: false});
+      await plain.load(`dist/models/${file}`);
+      let text2 = '';
+      for await (const piece of plain.generate(prompt, {temperature: 0, top_k: 40, top_p: 0.95, min_p: 0.05,
+                                                        repeat_penalty: 1, n_predict: 32, seed: 1})) text2 += piece;
+      out.plain = [plain.flavor, prompt + text2];
+      plain.free();
       return out;
     }, {file: demo.file, prompt});
-    checkEqual(r.build, ['st', 'simd128', 1], 'single-thread build on request');
+    checkEqual(r.build, ['st', 'simd128+relaxed', 1], 'single-thread build on request (relaxed SIMD by default)');
     checkEqual(r.text, expected, 'single-thread text == native CLI');
     check(r.stopped[0] === true && r.stopped[1] < 400, 'stop() ends the generation early', JSON.stringify(r.stopped));
     check(r.afterBreak > 1, 'usable after breaking out of the iterator');
@@ -215,6 +225,7 @@ try {
     check(/no model is loaded/.test(r.errors[3]), 'after a failed load there is no model', r.errors[3]);
     checkEqual(r.cachedUrls, [`/dist/models/${demo.file}`], 'the Cache API holds the demo model, not the corrupt download');
     checkEqual(r.mtOne, [1, 1, expected], 'threaded build with threads: 1');
+    checkEqual(r.plain, ['simd128', expected], 'plain SIMD128 build ({relaxed: false}): same text');
   });
 
   await section('not isolated (no COOP/COEP): the single-thread build is chosen, same text', async () => {

@@ -6,9 +6,10 @@
 //                      and 4-7), F16 converted with the integer steps of detail::fp16_to_fp32;
 //                      one row at a time for one token, tiles of 2 rows x 2 tokens for several;
 //   quantized weights: tiles of 4 rows x 1 token; per block the exact integer dot products
-//                      (i32x4.dot_i16x8_s on sign- or zero-extended quants), the 4 rows' sums
-//                      reduced into one i32x4 (lane i = row i), then the scalar kernels' float
-//                      step acc = madd(dw * dx, isum, acc) on the 4 rows at once.
+//                      (i32x4.dot_i16x8_s on sign- or zero-extended quants, or with relaxed SIMD
+//                      the 8-bit i32x4.relaxed_dot_i8x16_i7x16_add_s), the 4 rows' sums reduced
+//                      into one i32x4 (lane i = row i), then the scalar kernels' float step
+//                      acc = madd(dw * dx, isum, acc) on the 4 rows at once.
 #pragma once
 
 #include "simd.hpp"
@@ -19,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "../quant.hpp"
 #include "matmul_args.hpp"
@@ -37,17 +39,16 @@ struct f32_row {
     static constexpr int64_t elem_bytes = 4;
 };
 
-// 4 halves (u32 lanes) -> floats, as detail::fp16_to_fp32: exact for every half
+// 4 halves (u32 lanes) -> floats, the same bits as detail::fp16_to_fp32 for every half: the
+// exponent and mantissa shifted into a float's places and multiplied by 2^112 (exact: it only
+// rebiases the exponent, and turns half subnormals into float normals); a half infinity or NaN
+// (exponent 31) comes out >= 2^16 and gets the all-ones exponent; then the sign.
 inline v128_t half4_to_float(v128_t h) {
-    const v128_t sign = wasm_i32x4_shl(wasm_v128_and(h, wasm_i32x4_splat(0x8000)), 16);
     const v128_t magnitude = wasm_v128_and(h, wasm_i32x4_splat(0x7fff));
-    v128_t bits = wasm_i32x4_add(wasm_i32x4_shl(magnitude, 13), wasm_i32x4_splat(0x38000000));
-    const v128_t special = wasm_i32x4_ge(magnitude, wasm_i32x4_splat(0x7c00));  // infinity or NaN
-    bits = wasm_i32x4_add(bits, wasm_v128_and(special, wasm_i32x4_splat(0x38000000)));
-    const v128_t small = wasm_i32x4_lt(magnitude, wasm_i32x4_splat(0x0400));  // zero or subnormal
-    const v128_t subnormal = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(magnitude), wasm_f32x4_splat(0x1p-24f));
-    bits = wasm_v128_bitselect(subnormal, bits, small);
-    return wasm_v128_or(sign, bits);
+    v128_t f = wasm_f32x4_mul(wasm_i32x4_shl(magnitude, 13), wasm_f32x4_splat(0x1p112f));
+    const v128_t special = wasm_f32x4_ge(f, wasm_f32x4_splat(0x1p16f));  // a float compare: one instruction in V8
+    f = wasm_v128_or(f, wasm_v128_and(special, wasm_i32x4_splat(0x7f800000)));
+    return wasm_v128_or(f, wasm_i32x4_shl(wasm_v128_and(h, wasm_i32x4_splat(0x8000)), 16));
 }
 
 struct f16_row {
@@ -130,13 +131,117 @@ inline void rows_float(const matmul_args& a, int64_t r0, int64_t r1) {
 
 // --- quantized weights
 //
-// A block type loads one weight block as 4 i16x8 whose dot products with an activation block (its
-// 32 quants as 4 i16x8) sum to the block's integer dot product (Q4_0: of the nibbles, 8 sum y
-// subtracted after); the fp16 scale sits in the block's first 2 bytes. Its isum() is the same
-// integer for scalar::dot_q8, which takes the rows left over from the tiles of 4.
+// A block type knows how to take one weight block's exact integer dot product with an activation
+// block (the 32 quants of x.block(t, b)) as an i32x4 whose 4 lanes sum to it, up to a correction
+// that is the same for every row:
+//   act                      what it reads from the activation block, once for 4 rows
+//   load_act(y)              that, from the activation quants y[32]
+//   dot(block, act)          the i32x4 for one weight block
+//   correction(act, y_sum)   the integer added to every row's sum (Q4_0: -8 sum y)
+// and its isum() is the same integer for scalar::dot_q8, which takes the rows left over from the
+// tiles of 4. The fp16 scale sits in the block's first 2 bytes.
+//
+// SIMD128 has no 8-bit dot product: the quants are widened to int16 and multiplied in pairs
+// (i32x4.dot_i16x8_s). The relaxed-SIMD builds (LUMEN_CPU_HAVE_WASM_RELAXED, see simd.hpp) use
+// i32x4.relaxed_dot_i8x16_i7x16_add_s instead: 4 products of an int8 by a 7-bit (0..127) value
+// summed into each lane, one instruction (vpdpbusd) where the CPU has AVX-VNNI. Its result is
+// defined only when the second operand is in 0..127, and then it is exact; the kernels keep it so.
 
+template <class Block>
+inline int32_t block_isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
+    const v128_t v = Block::dot(row + b * Block::bytes, Block::load_act(y));
+    return wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2) +
+           wasm_i32x4_extract_lane(v, 3) + Block::correction(Block::load_act(y), y_sum);
+}
+
+#if defined(LUMEN_CPU_HAVE_WASM_RELAXED)
+
+// c + (lane i: a[4i] b[4i] + ... + a[4i+3] b[4i+3]), a int8, b in 0..127: the relaxed-SIMD
+// instruction i32x4.relaxed_dot_i8x16_i7x16_add_s. Clang 14 (Debian's Emscripten) has no builtin
+// for it, so this emits f32x4.relaxed_fma, which no other code of the relaxed build uses, and the
+// build rewrites every one of them in the linked module (web/scripts/relaxed_dot.mjs).
+inline v128_t dot_i8x16_i7x16_add(v128_t a, v128_t b, v128_t c) {
+    return reinterpret_cast<v128_t>(__builtin_wasm_fma_f32x4(reinterpret_cast<__f32x4>(a), reinterpret_cast<__f32x4>(b),
+                                                             reinterpret_cast<__f32x4>(c)));
+}
+
+// Q8_0: with m = -1 where y < 0 (else 0), (w ^ m) |y| = w y - |y| where y < 0 (as ~w = -w - 1), and
+// w ^ m is an int8 for every w, -128 included; so sum w y = sum (w ^ m) |y| + sum_{y<0} |y|, the
+// last term being the correction. |y|, m and the correction depend on the activations only: rows_q8
+// works them out once per call (prepared_acts) instead of once per tile.
+struct q8_0_block : scalar::q8_0_block {
+    static constexpr int64_t bytes = block_q8_0_bytes;
+    struct act {
+        v128_t abs[2], negative[2];
+    };
+    static act load_act(const int8_t* y) {
+        const v128_t y0 = wasm_v128_load(y), y1 = wasm_v128_load(y + 16);
+        const v128_t a0 = wasm_i8x16_abs(y0), a1 = wasm_i8x16_abs(y1);
+        return {{a0, a1}, {wasm_i8x16_lt(y0, a0), wasm_i8x16_lt(y1, a1)}};  // y < |y|: y < 0
+    }
+    static v128_t dot(const std::byte* block, const act& y) {
+        const v128_t w0 = wasm_v128_load(block + 2), w1 = wasm_v128_load(block + 18);
+        return dot_i8x16_i7x16_add(wasm_v128_xor(w1, y.negative[1]), y.abs[1],
+                                   dot_i8x16_i7x16_add(wasm_v128_xor(w0, y.negative[0]), y.abs[0], wasm_i32x4_splat(0)));
+    }
+    static int32_t correction(const act& y, int32_t /*y_sum*/) {
+        const v128_t v = dot_i8x16_i7x16_add(y.negative[1], y.abs[1],
+                                             dot_i8x16_i7x16_add(y.negative[0], y.abs[0], wasm_i32x4_splat(0)));
+        return -(wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2) +
+                 wasm_i32x4_extract_lane(v, 3));  // m . |y| = -sum_{y<0} |y|
+    }
+    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
+        return block_isum<q8_0_block>(row, b, y, y_sum);
+    }
+
+    // act and correction of the blocks of tokens t0 .. t1 - 1, grown as needed, per thread
+    struct prepared_acts {
+        int64_t t0 = 0, n_blocks = 0;
+        std::vector<act> acts;
+        std::vector<int32_t> corrections;
+        void prepare(const q8_activations& x, int64_t first, int64_t last) {
+            t0 = first;
+            n_blocks = x.n_blocks;
+            const auto n = static_cast<size_t>((last - first) * x.n_blocks);
+            if (acts.size() < n) acts.resize(n), corrections.resize(n);
+            for (int64_t t = first; t < last; ++t)
+                for (int64_t b = 0; b < x.n_blocks; ++b) {
+                    const auto i = static_cast<size_t>((t - first) * n_blocks + b);
+                    acts[i] = load_act(x.block(t, b));
+                    corrections[i] = correction(acts[i], 0);
+                }
+        }
+        const act& at(int64_t t, int64_t b) const { return acts[static_cast<size_t>((t - t0) * n_blocks + b)]; }
+        int32_t correction_at(int64_t t, int64_t b) const {
+            return corrections[static_cast<size_t>((t - t0) * n_blocks + b)];
+        }
+    };
+};
+
+// Q4_0: the nibbles (0..15) are the 7-bit operand, the activation quants the int8 one.
+struct q4_0_block : scalar::q4_0_block {
+    static constexpr int64_t bytes = block_q4_0_bytes;
+    struct act {
+        v128_t y[2];
+    };
+    static act load_act(const int8_t* y) { return {{wasm_v128_load(y), wasm_v128_load(y + 16)}}; }
+    static v128_t dot(const std::byte* block, const act& y) {
+        const v128_t q = wasm_v128_load(block + 2);
+        const v128_t lo = wasm_v128_and(q, wasm_i8x16_splat(0x0f));  // elements 0..15
+        const v128_t hi = wasm_u8x16_shr(q, 4);                        // elements 16..31
+        return dot_i8x16_i7x16_add(y.y[1], hi, dot_i8x16_i7x16_add(y.y[0], lo, wasm_i32x4_splat(0)));
+    }
+    static int32_t correction(const act&, int32_t y_sum) { return -8 * y_sum; }
+    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
+        return block_isum<q4_0_block>(row, b, y, y_sum);
+    }
+};
+
+#else  // SIMD128 only
+
+// the activation quants 0-7, 8-15, 16-23, 24-31 as int16
 struct act16 {
-    v128_t y[4];  // the activation quants 0-7, 8-15, 16-23, 24-31 as int16
+    v128_t y[4];
 };
 
 inline act16 load_act16(const int8_t* y) {
@@ -145,52 +250,48 @@ inline act16 load_act16(const int8_t* y) {
              wasm_i16x8_extend_high_i8x16(y1)}};
 }
 
+// the 32 quants of a block as 4 int16x8 against act16
+inline v128_t dot_i16(const v128_t (&w)[4], const act16& y) {
+    return wasm_i32x4_add(wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[0], y.y[0]), wasm_i32x4_dot_i16x8(w[1], y.y[1])),
+                          wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[2], y.y[2]), wasm_i32x4_dot_i16x8(w[3], y.y[3])));
+}
+
 struct q8_0_block : scalar::q8_0_block {
     static constexpr int64_t bytes = block_q8_0_bytes;
-    static constexpr bool minus_8 = false;
-    struct weights {
-        v128_t w[4];
-    };
-    static weights load(const std::byte* block) {
+    using act = act16;
+    static act load_act(const int8_t* y) { return load_act16(y); }
+    static v128_t dot(const std::byte* block, const act& y) {
         const v128_t w0 = wasm_v128_load(block + 2), w1 = wasm_v128_load(block + 18);
-        return {{wasm_i16x8_extend_low_i8x16(w0), wasm_i16x8_extend_high_i8x16(w0), wasm_i16x8_extend_low_i8x16(w1),
-                 wasm_i16x8_extend_high_i8x16(w1)}};
+        const v128_t w[4] = {wasm_i16x8_extend_low_i8x16(w0), wasm_i16x8_extend_high_i8x16(w0),
+                             wasm_i16x8_extend_low_i8x16(w1), wasm_i16x8_extend_high_i8x16(w1)};
+        return dot_i16(w, y);
     }
-    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum);
+    static int32_t correction(const act&, int32_t /*y_sum*/) { return 0; }
+    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
+        return block_isum<q8_0_block>(row, b, y, y_sum);
+    }
 };
 
+// Q4_0: sum (nibble - 8) y = sum nibble y - 8 sum y
 struct q4_0_block : scalar::q4_0_block {
     static constexpr int64_t bytes = block_q4_0_bytes;
-    static constexpr bool minus_8 = true;
-    using weights = q8_0_block::weights;
-    static weights load(const std::byte* block) {
+    using act = act16;
+    static act load_act(const int8_t* y) { return load_act16(y); }
+    static v128_t dot(const std::byte* block, const act& y) {
         const v128_t q = wasm_v128_load(block + 2);
         const v128_t lo = wasm_v128_and(q, wasm_i8x16_splat(0x0f));  // elements 0..15
         const v128_t hi = wasm_u8x16_shr(q, 4);                        // elements 16..31
-        return {{wasm_u16x8_extend_low_u8x16(lo), wasm_u16x8_extend_high_u8x16(lo), wasm_u16x8_extend_low_u8x16(hi),
-                 wasm_u16x8_extend_high_u8x16(hi)}};
+        const v128_t w[4] = {wasm_u16x8_extend_low_u8x16(lo), wasm_u16x8_extend_high_u8x16(lo),
+                             wasm_u16x8_extend_low_u8x16(hi), wasm_u16x8_extend_high_u8x16(hi)};
+        return dot_i16(w, y);
     }
-    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum);
+    static int32_t correction(const act&, int32_t y_sum) { return -8 * y_sum; }
+    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
+        return block_isum<q4_0_block>(row, b, y, y_sum);
+    }
 };
 
-template <class W>
-inline v128_t block_dot(const W& w, const act16& y) {
-    return wasm_i32x4_add(wasm_i32x4_add(wasm_i32x4_dot_i16x8(w.w[0], y.y[0]), wasm_i32x4_dot_i16x8(w.w[1], y.y[1])),
-                          wasm_i32x4_add(wasm_i32x4_dot_i16x8(w.w[2], y.y[2]), wasm_i32x4_dot_i16x8(w.w[3], y.y[3])));
-}
-
-inline int32_t sum_lanes(v128_t v) {
-    return wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2) +
-           wasm_i32x4_extract_lane(v, 3);
-}
-
-inline int32_t q8_0_block::isum(const std::byte* row, int64_t b, const int8_t* y, int32_t /*y_sum*/) {
-    return sum_lanes(block_dot(load(row + b * bytes), load_act16(y)));
-}
-
-inline int32_t q4_0_block::isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
-    return sum_lanes(block_dot(load(row + b * bytes), load_act16(y))) - 8 * y_sum;
-}
+#endif  // LUMEN_CPU_HAVE_WASM_RELAXED
 
 // lane i = the sum of v[i]'s lanes (integer adds: exact in any order)
 inline v128_t sum_lanes_4(v128_t v0, v128_t v1, v128_t v2, v128_t v3) {
@@ -210,20 +311,32 @@ inline v128_t scales_4(const std::byte* block, int64_t ws) {
     return half4_to_float(h);
 }
 
+// The activation blocks as a block type takes them: straight from x, or (a block type with
+// prepared_acts) worked out once per call of rows_q8.
+template <class Block>
+struct direct_acts {
+    const q8_activations& x;
+    void prepare(const q8_activations&, int64_t, int64_t) {}
+    typename Block::act at(int64_t t, int64_t b) const { return Block::load_act(x.block(t, b)); }
+    int32_t correction_at(int64_t t, int64_t b) const { return Block::correction(at(t, b), x.block_sum(t, b)); }
+};
+
+template <class Block>
+concept has_prepared_acts = requires { typename Block::prepared_acts; };
+
 // Rows r .. r + 3, token t: lane i of acc is row r + i. (One token at a time: a tile of 2 tokens
 // needs more than V8's 16 SIMD registers and is slower.)
-template <class Block>
-inline void tile_q8(const matmul_args& a, int64_t r, int64_t t) {
+template <class Block, class Acts>
+inline void tile_q8(const matmul_args& a, const Acts& acts, int64_t r, int64_t t) {
     const q8_activations& x = *a.xq;
     const std::byte* w = a.w + r * a.w_stride;
     const int64_t ws = a.w_stride;
     v128_t acc = wasm_f32x4_splat(0.0f);
     for (int64_t b = 0; b < x.n_blocks; ++b) {
         const std::byte* wb = w + b * Block::bytes;
-        const act16 y = load_act16(x.block(t, b));
-        v128_t s = sum_lanes_4(block_dot(Block::load(wb), y), block_dot(Block::load(wb + ws), y),
-                               block_dot(Block::load(wb + 2 * ws), y), block_dot(Block::load(wb + 3 * ws), y));
-        if constexpr (Block::minus_8) s = wasm_i32x4_sub(s, wasm_i32x4_splat(8 * x.block_sum(t, b)));
+        const typename Block::act y = acts.at(t, b);
+        v128_t s = sum_lanes_4(Block::dot(wb, y), Block::dot(wb + ws, y), Block::dot(wb + 2 * ws, y), Block::dot(wb + 3 * ws, y));
+        s = wasm_i32x4_add(s, wasm_i32x4_splat(acts.correction_at(t, b)));
         const v128_t scale = wasm_f32x4_mul(scales_4(wb, ws), wasm_f32x4_splat(x.scale(t, b)));
         acc = wasm_f32x4_add(wasm_f32x4_mul(scale, wasm_f32x4_convert_i32x4(s)), acc);
     }
@@ -238,11 +351,25 @@ inline void rows_q8(const matmul_args& a, int64_t r0, int64_t r1) {
     const int64_t chunk = std::max<int64_t>(1, 64 * 1024 / std::max<int64_t>(a.cols, 1));
     for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
         const int64_t t1 = std::min(a.n_tokens, t0 + chunk);
-        int64_t r = r0;
-        for (; r + 4 <= r1; r += 4)
-            for (int64_t t = t0; t < t1; ++t) tile_q8<Block>(a, r, t);
-        for (; r < r1; ++r)
-            for (int64_t t = t0; t < t1; ++t) a.y[t * a.y_stride + r] = scalar::dot_q8<Block>(a.w + r * a.w_stride, x, t);
+        auto tiles = [&](auto& acts) {
+            acts.prepare(x, t0, t1);
+            int64_t r = r0;
+            for (; r + 4 <= r1; r += 4)
+                for (int64_t t = t0; t < t1; ++t) tile_q8<Block>(a, acts, r, t);
+            for (; r < r1; ++r)
+                for (int64_t t = t0; t < t1; ++t) a.y[t * a.y_stride + r] = scalar::dot_q8<Block>(a.w + r * a.w_stride, x, t);
+        };
+        if constexpr (has_prepared_acts<Block>) {
+#if defined(__EMSCRIPTEN_PTHREADS__)
+            thread_local typename Block::prepared_acts acts;
+#else
+            static typename Block::prepared_acts acts;  // (a thread_local needs atomics in wasm-ld)
+#endif
+            tiles(acts);
+        } else {
+            direct_acts<Block> acts{x};
+            tiles(acts);
+        }
     }
 }
 

@@ -8,6 +8,9 @@
 //   LUMEN_CPU_HAVE_VNNI   AVX-VNNI or AVX-512 VNNI+VL: the AVX2 integer dot products use vpdpbusd
 //                         (unless LUMEN_NO_VNNI is defined; the results are the same either way).
 //   LUMEN_CPU_HAVE_WASM   __wasm_simd128__ (em++ -msimd128).
+//   LUMEN_CPU_HAVE_WASM_RELAXED  also __wasm_relaxed_simd__ and LUMEN_WASM_RELAXED_DOT (the web
+//                         build's relaxed flavours: em++ -mrelaxed-simd, and a post-link step that
+//                         puts in the 8-bit dot product clang 14 cannot emit; see matmul_wasm.hpp).
 // The portable scalar kernels are always compiled. Defining LUMEN_FORCE_SCALAR before including
 // lumen makes the scalar kernels the active ones (the tests use it to keep that path tested).
 //
@@ -32,18 +35,23 @@
 #if defined(__wasm_simd128__)
 #define LUMEN_CPU_HAVE_WASM 1
 #include <wasm_simd128.h>
+#if defined(__wasm_relaxed_simd__) && defined(LUMEN_WASM_RELAXED_DOT)
+#define LUMEN_CPU_HAVE_WASM_RELAXED 1
+#endif
 #endif
 
 namespace lumen::cpu {
 
 // The instruction set of the active kernels, for messages and benchmark tables.
-inline const char* simd_name() {
+constexpr const char* simd_name() {
 #if defined(LUMEN_FORCE_SCALAR)
     return "scalar (forced)";
 #elif defined(LUMEN_CPU_HAVE_AVX2) && defined(LUMEN_CPU_HAVE_VNNI)
     return "AVX2+VNNI";
 #elif defined(LUMEN_CPU_HAVE_AVX2)
     return "AVX2";
+#elif defined(LUMEN_CPU_HAVE_WASM_RELAXED)
+    return "WASM SIMD128+relaxed dot";
 #elif defined(LUMEN_CPU_HAVE_WASM)
     return "WASM SIMD128";
 #else
