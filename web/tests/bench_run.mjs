@@ -1,7 +1,7 @@
 // bench_run.mjs: token generation speed of the browser builds (bench.html in headless Chromium)
 // next to the native CLI on the same GGUF files, best of a few runs each:
 //   stories260K (F32), and a stories15M-shaped model (dim 288, 6 layers, 32000-token LLaMA
-//   vocabulary) with random weights in F32 and Q8_0.
+//   vocabulary) with random weights in F32, Q8_0 and Q4_0.
 // Benchmarks are commands, not tests: this prints a table and writes --tmp/bench.json.
 //
 //   node bench_run.mjs --cli build/bin/lumen --realdata ../shared/realdata --tmp build-web/bench [--n 128]
@@ -38,7 +38,7 @@ if (!fs.existsSync(stories))
 models.push(stories);
 const bin15 = path.join(args.tmp, 'random_stories15M.bin');
 if (!fs.existsSync(bin15)) writeRandomLlama2c(bin15, shapes.stories15M, 3);
-for (const type of ['f32', 'q8_0']) {
+for (const type of ['f32', 'q8_0', 'q4_0']) {
   const file = path.join(args.tmp, `random_stories15M_${type}.gguf`);
   if (!fs.existsSync(file)) cli('convert', bin15, '--tokenizer', `${args.realdata}/llama2c/tokenizer.model`, '--outtype', type, '-o', file);
   models.push(file);
@@ -46,17 +46,13 @@ for (const type of ['f32', 'q8_0']) {
 
 // --- native: `lumen generate` reports the generation speed on stderr
 function native(file, threads) {
-  let best = 0;
-  for (let r = 0; r < reps; ++r) {
-    const {stderr, status} = spawnSync(args.cli, ['generate', '-m', file, '-p', 'Once upon a time', '-n', String(n), '-t', String(threads),
-                                                  '--temp', '0', '--repeat-penalty', '1', '--ignore-eos', '-s', '1'],
-                                       {encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe']});
-    if (status !== 0) throw new Error(`lumen generate failed: ${stderr}`);
-    const m = stderr.match(/generation (\d+) tokens, [\d.]+ s, ([\d.]+) tokens\/s/);
-    if (!m) throw new Error(`unexpected lumen output: ${stderr}`);
-    best = Math.max(best, Number(m[2]));
-  }
-  return best;
+  const {stderr, status} = spawnSync(args.cli, ['generate', '-m', file, '-p', 'Once upon a time', '-n', String(n), '-t', String(threads),
+                                                '--temp', '0', '--repeat-penalty', '1', '--ignore-eos', '-s', '1'],
+                                     {encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe']});
+  if (status !== 0) throw new Error(`lumen generate failed: ${stderr}`);
+  const m = stderr.match(/generation (\d+) tokens, [\d.]+ s, ([\d.]+) tokens\/s/);
+  if (!m) throw new Error(`unexpected lumen output: ${stderr}`);
+  return Number(m[2]);
 }
 
 // --- browser
@@ -74,7 +70,7 @@ const browser = await chromium.launchPersistentContext(userDataDir, {
 async function browserBench(file, build, threads, relaxed) {
   const page = await browser.newPage();
   const q = new URLSearchParams({model: `/bench-models/${path.basename(file)}`, build, threads: String(threads), n: String(n),
-                                 reps: String(reps), relaxed: relaxed ? '1' : '0'});
+                                 reps: '2', relaxed: relaxed ? '1' : '0'});
   page.on('pageerror', e => console.log(`  [pageerror] ${e.message}`));
   await page.goto(`${base}/bench.html?${q}`);
   try {
@@ -92,13 +88,19 @@ const hw = os.cpus().length;
 const rows = [];
 try {
   for (const file of models.filter(m => !args.only || path.basename(m).includes(args.only))) {
+    // Round after round, every configuration once per round, the best of each kept: on a shared
+    // machine whose speed drifts, each ratio then compares runs made minutes apart at most.
+    const configs = {
+      native_t1: () => native(file, 1),
+      wasm_st: () => browserBench(file, 'st', 1, false),
+      wasm_st_relaxed: () => browserBench(file, 'st', 1, true),
+      native_tN: () => native(file, hw),
+      wasm_mt_t1: () => browserBench(file, 'mt', 1, true),
+      wasm_mt_tN: () => browserBench(file, 'mt', hw, true),
+    };
     const row = {model: path.basename(file)};
-    row.native_t1 = native(file, 1);
-    row.wasm_st = await browserBench(file, 'st', 1, false);
-    row.wasm_st_relaxed = await browserBench(file, 'st', 1, true);
-    row.native_tN = native(file, hw);
-    row.wasm_mt_t1 = await browserBench(file, 'mt', 1, true);
-    row.wasm_mt_tN = await browserBench(file, 'mt', hw, true);
+    for (let r = 0; r < reps; ++r)
+      for (const [name, run] of Object.entries(configs)) row[name] = Math.max(row[name] ?? 0, await run());
     rows.push(row);
     console.log(JSON.stringify(row));
   }
@@ -109,7 +111,7 @@ try {
 }
 
 const f = x => x.toFixed(1).padStart(9);
-console.log(`\ntoken generation, tokens/s (best of ${reps}, ${n} tokens, greedy; ${hw} threads = "N"; ${os.cpus()[0].model})`);
+console.log(`\ntoken generation, tokens/s (best of ${reps} rounds, ${n} tokens, greedy; ${hw} threads = "N"; ${os.cpus()[0].model})`);
 console.log('st: single-thread build, SIMD128; st rlx: its relaxed-SIMD variant; mt: the threaded build (relaxed), 1 and N threads');
 console.log(`${'model'.padEnd(30)} ${'native t1'.padStart(9)} ${'wasm st'.padStart(9)} ${'st/nat'.padStart(6)}` +
             ` ${'st rlx'.padStart(9)} ${'rlx/nat'.padStart(7)} ${'native tN'.padStart(9)} ${'wasm mt1'.padStart(9)}` +

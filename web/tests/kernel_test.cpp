@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
@@ -47,6 +48,28 @@ void test_halves() {
 }
 
 std::mt19937 rng(7);
+
+// the activation quantizer of the wasm kernel set against the scalar one, on blocks with zeros,
+// huge and tiny values, infinities and NaNs mixed in
+void test_quantize() {
+    int wrong = 0;
+    for (int block = 0; block < 2000; ++block) {
+        float x[32];
+        const float scale = std::ldexp(1.0f, static_cast<int>(rng() % 200) - 100);
+        for (float& v : x) v = std::normal_distribution<float>(0.0f, scale)(rng);
+        if (block % 5 == 1) x[rng() % 32] = NAN;
+        if (block % 7 == 2) x[rng() % 32] = (rng() & 1) ? INFINITY : -INFINITY;
+        if (block % 11 == 3) std::fill(std::begin(x), std::end(x), 0.0f);
+        if (block % 13 == 4) x[rng() % 32] = 0.5f * scale;  // ties to even after the scaling, now and then
+        int8_t q1[32], q2[32];
+        float d1, d2;
+        int32_t s1, s2;
+        wasm_kernels().quantize_block(x, q1, &d1, &s1);
+        scalar::quantize_block_q8(x, q2, &d2, &s2);
+        wrong += std::memcmp(q1, q2, 32) != 0 || !same_bits(d1, d2) || s1 != s2;
+    }
+    check(wrong == 0, "the wasm activation quantizer equals scalar::quantize_block_q8 on 2000 blocks");
+}
 
 uint16_t random_scale(int kind) {
     switch (kind) {
@@ -137,8 +160,9 @@ void test_matmul(dtype type, int64_t rows, int64_t cols, int64_t n_tokens, bool 
 int main() {
     std::printf("kernel_test: %s\n", simd_name());
     test_halves();
+    test_quantize();
     for (dtype type : {dtype::f32, dtype::f16, dtype::bf16, dtype::q8_0, dtype::q4_0})
-        for (int64_t rows : {1, 4, 7, 64, 67})
+        for (int64_t rows : {1, 4, 7, 12, 64, 67})
             for (int64_t cols : {32, 96, 288})
                 for (int64_t n_tokens : {1, 2, 5}) {
                     test_matmul(type, rows, cols, n_tokens, false, false);

@@ -136,7 +136,7 @@ inline const kernel_set& avx2_kernels() {
 #if defined(LUMEN_CPU_HAVE_WASM)
 inline const kernel_set& wasm_kernels() {
     static constexpr kernel_set set{simd_name(), std::begin(kernel_tables::wasm_table),
-                                    std::end(kernel_tables::wasm_table), &scalar::quantize_block_q8,
+                                    std::end(kernel_tables::wasm_table), &wasm128::quantize_block_q8,
                                     &rows_dequantized<&wasm128::rows_float<wasm128::f32_row>>};
     return set;
 }

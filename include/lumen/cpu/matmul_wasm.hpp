@@ -5,7 +5,7 @@
 //   float weights:     the 8 lanes of the scalar lane order as two f32x4 accumulators (lanes 0-3
 //                      and 4-7), F16 converted with the integer steps of detail::fp16_to_fp32;
 //                      one row at a time for one token, tiles of 2 rows x 2 tokens for several;
-//   quantized weights: tiles of 4 rows x 1 token; per block the exact integer dot products
+//   quantized weights: tiles of 4 rows (8 with relaxed SIMD) x 1 token; per block the exact integer dot products
 //                      (i32x4.dot_i16x8_s on sign- or zero-extended quants, or with relaxed SIMD
 //                      the 8-bit i32x4.relaxed_dot_i8x16_i7x16_add_s), the 4 rows' sums reduced
 //                      into one i32x4 (lane i = row i), then the scalar kernels' float step
@@ -171,6 +171,7 @@ inline v128_t dot_i8x16_i7x16_add(v128_t a, v128_t b, v128_t c) {
 // works them out once per call (prepared_acts) instead of once per tile.
 struct q8_0_block : scalar::q8_0_block {
     static constexpr int64_t bytes = block_q8_0_bytes;
+    static constexpr int tile_rows = 8;
     struct act {
         v128_t abs[2], negative[2];
     };
@@ -221,6 +222,7 @@ struct q8_0_block : scalar::q8_0_block {
 // Q4_0: the nibbles (0..15) are the 7-bit operand, the activation quants the int8 one.
 struct q4_0_block : scalar::q4_0_block {
     static constexpr int64_t bytes = block_q4_0_bytes;
+    static constexpr int tile_rows = 8;
     struct act {
         v128_t y[2];
     };
@@ -258,6 +260,7 @@ inline v128_t dot_i16(const v128_t (&w)[4], const act16& y) {
 
 struct q8_0_block : scalar::q8_0_block {
     static constexpr int64_t bytes = block_q8_0_bytes;
+    static constexpr int tile_rows = 4;
     using act = act16;
     static act load_act(const int8_t* y) { return load_act16(y); }
     static v128_t dot(const std::byte* block, const act& y) {
@@ -275,6 +278,7 @@ struct q8_0_block : scalar::q8_0_block {
 // Q4_0: sum (nibble - 8) y = sum nibble y - 8 sum y
 struct q4_0_block : scalar::q4_0_block {
     static constexpr int64_t bytes = block_q4_0_bytes;
+    static constexpr int tile_rows = 4;
     using act = act16;
     static act load_act(const int8_t* y) { return load_act16(y); }
     static v128_t dot(const std::byte* block, const act& y) {
@@ -324,27 +328,34 @@ struct direct_acts {
 template <class Block>
 concept has_prepared_acts = requires { typename Block::prepared_acts; };
 
-// Rows r .. r + 3, token t: lane i of acc is row r + i. (One token at a time: a tile of 2 tokens
-// needs more than V8's 16 SIMD registers and is slower.)
-template <class Block, class Acts>
+// Rows r .. r + 4 G - 1, token t: lane i of acc[g] is row r + 4 g + i. (One token at a time: a
+// tile of 2 tokens needs more than V8's 16 SIMD registers and is slower. G = 2, 8 rows, only for
+// the relaxed block types, whose dot products need few registers.)
+template <class Block, int G, class Acts>
 inline void tile_q8(const matmul_args& a, const Acts& acts, int64_t r, int64_t t) {
     const q8_activations& x = *a.xq;
     const std::byte* w = a.w + r * a.w_stride;
     const int64_t ws = a.w_stride;
-    v128_t acc = wasm_f32x4_splat(0.0f);
+    v128_t acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = wasm_f32x4_splat(0.0f);
     for (int64_t b = 0; b < x.n_blocks; ++b) {
-        const std::byte* wb = w + b * Block::bytes;
         const typename Block::act y = acts.at(t, b);
-        v128_t s = sum_lanes_4(Block::dot(wb, y), Block::dot(wb + ws, y), Block::dot(wb + 2 * ws, y), Block::dot(wb + 3 * ws, y));
-        s = wasm_i32x4_add(s, wasm_i32x4_splat(acts.correction_at(t, b)));
-        const v128_t scale = wasm_f32x4_mul(scales_4(wb, ws), wasm_f32x4_splat(x.scale(t, b)));
-        acc = wasm_f32x4_add(wasm_f32x4_mul(scale, wasm_f32x4_convert_i32x4(s)), acc);
+        const v128_t correction = wasm_i32x4_splat(acts.correction_at(t, b));
+        const v128_t dx = wasm_f32x4_splat(x.scale(t, b));
+        for (int g = 0; g < G; ++g) {
+            const std::byte* wb = w + 4 * g * ws + b * Block::bytes;
+            const v128_t s = wasm_i32x4_add(sum_lanes_4(Block::dot(wb, y), Block::dot(wb + ws, y), Block::dot(wb + 2 * ws, y),
+                                                        Block::dot(wb + 3 * ws, y)),
+                                            correction);
+            const v128_t scale = wasm_f32x4_mul(scales_4(wb, ws), dx);
+            acc[g] = wasm_f32x4_add(wasm_f32x4_mul(scale, wasm_f32x4_convert_i32x4(s)), acc[g]);
+        }
     }
-    wasm_v128_store(a.y + t * a.y_stride + r, acc);  // rows r .. r + 3 of token t: consecutive in y
+    for (int g = 0; g < G; ++g) wasm_v128_store(a.y + t * a.y_stride + r + 4 * g, acc[g]);  // consecutive in y
 }
 
-// Tiles of 4 rows (the rows left over: scalar::dot_q8 with Block::isum), in chunks
-// of tokens whose activations stay in cache while the rows go by.
+// Tiles of 8 (relaxed) or 4 rows, then 4, then the rows left over one by one (scalar::dot_q8
+// with Block::isum), in chunks of tokens whose activations stay in cache while the rows go by.
 template <class Block>
 inline void rows_q8(const matmul_args& a, int64_t r0, int64_t r1) {
     const q8_activations& x = *a.xq;
@@ -354,8 +365,11 @@ inline void rows_q8(const matmul_args& a, int64_t r0, int64_t r1) {
         auto tiles = [&](auto& acts) {
             acts.prepare(x, t0, t1);
             int64_t r = r0;
+            if constexpr (Block::tile_rows == 8)
+                for (; r + 8 <= r1; r += 8)
+                    for (int64_t t = t0; t < t1; ++t) tile_q8<Block, 2>(a, acts, r, t);
             for (; r + 4 <= r1; r += 4)
-                for (int64_t t = t0; t < t1; ++t) tile_q8<Block>(a, acts, r, t);
+                for (int64_t t = t0; t < t1; ++t) tile_q8<Block, 1>(a, acts, r, t);
             for (; r < r1; ++r)
                 for (int64_t t = t0; t < t1; ++t) a.y[t * a.y_stride + r] = scalar::dot_q8<Block>(a.w + r * a.w_stride, x, t);
         };

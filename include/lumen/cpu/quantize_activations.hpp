@@ -126,6 +126,45 @@ inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum)
 }  // namespace avx2
 #endif
 
+#if defined(LUMEN_CPU_HAVE_WASM)
+namespace wasm128 {
+
+// The same as scalar::quantize_block_q8, in SIMD128: pmax/pmin (b < a ? b : a style) skip NaNs as
+// fmax and the scalar clamp do, f32x4.nearest rounds to nearest even as nearbyint does.
+inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum) {
+    v128_t v[8];
+    v128_t m = wasm_f32x4_splat(0.0f);
+    for (int i = 0; i < 8; ++i) {
+        v[i] = wasm_v128_load(x + 4 * i);
+        m = wasm_f32x4_pmax(m, wasm_f32x4_abs(v[i]));  // a NaN |x| leaves m as it is
+    }
+    m = wasm_f32x4_pmax(m, wasm_i32x4_shuffle(m, m, 2, 3, 0, 1));
+    m = wasm_f32x4_pmax(m, wasm_i32x4_shuffle(m, m, 1, 0, 3, 2));
+    const float amax = wasm_f32x4_extract_lane(m, 0);
+    const v128_t id = wasm_f32x4_splat(amax != 0.0f ? 127.0f / amax : 0.0f);
+    const v128_t lo = wasm_f32x4_splat(-127.0f), hi = wasm_f32x4_splat(127.0f);
+    v128_t i32[8];
+    v128_t s = wasm_i32x4_splat(0);
+    for (int i = 0; i < 8; ++i) {
+        v128_t r = wasm_f32x4_nearest(wasm_f32x4_mul(v[i], id));
+        r = wasm_f32x4_pmax(wasm_f32x4_pmin(r, hi), lo);  // a NaN stays NaN
+        r = wasm_v128_and(r, wasm_f32x4_eq(r, r));          // NaN -> 0
+        i32[i] = wasm_i32x4_trunc_sat_f32x4(r);
+        s = wasm_i32x4_add(s, i32[i]);
+    }
+    for (int i = 0; i < 2; ++i) {
+        const v128_t lo16 = wasm_i16x8_narrow_i32x4(i32[4 * i], i32[4 * i + 1]);
+        const v128_t hi16 = wasm_i16x8_narrow_i32x4(i32[4 * i + 2], i32[4 * i + 3]);
+        wasm_v128_store(q + 16 * i, wasm_i8x16_narrow_i16x8(lo16, hi16));
+    }
+    *sum = wasm_i32x4_extract_lane(s, 0) + wasm_i32x4_extract_lane(s, 1) + wasm_i32x4_extract_lane(s, 2) +
+           wasm_i32x4_extract_lane(s, 3);
+    *d = amax / 127.0f;
+}
+
+}  // namespace wasm128
+#endif
+
 using quantize_block_fn = void (*)(const float* x, int8_t* q, float* d, int32_t* sum);
 
 // Tokens [t0, t1) of x (n_tokens, cols) -> a, block by block with `quantize_block` (the scalar or
