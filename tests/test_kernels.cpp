@@ -197,12 +197,14 @@ TEST_CASE("8-bit activations: every kernel set rounds exactly as defined", "[ker
                 for (int64_t t = 0; t < n_tokens; ++t)
                     for (int64_t b = 0; b < cols / 32; ++b) {
                         REQUIRE(a.scale(t, b) == static_cast<float>(expected.scales(t, b)));
-                        int32_t sum = 0;
+                        int32_t sum = 0, neg_sum = 0;
                         for (int j = 0; j < 32; ++j) {
                             REQUIRE(a.block(t, b)[j] == static_cast<int8_t>(expected.quants(t, b * 32 + j)));
                             sum += a.block(t, b)[j];
+                            neg_sum += std::min<int32_t>(a.block(t, b)[j], 0);
                         }
                         REQUIRE(a.block_sum(t, b) == sum);
+                        REQUIRE(a.block_neg_sum(t, b) == neg_sum);
                     }
             }
         }
@@ -317,6 +319,25 @@ TEST_CASE("every SIMD kernel set gives the scalar kernels' results bit for bit",
                     REQUIRE(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
                 }
             }
+        }
+    }
+}
+
+TEST_CASE("Q8_0 quants of -128 (never written by quantizers, legal in a file) give the scalar results bit for bit", "[kernels]") {
+    // The SIMD kernels move the activations' signs onto the weights; -(-128) does not fit an int8.
+    thread_pool pool(2);
+    for (int64_t n_tokens : {1, 6}) {
+        weight w = make_weight(dtype::q8_0, 21, 96, 5);
+        std::mt19937 rng(11);
+        for (size_t block = 0; block < w.bytes.size(); block += lumen::block_q8_0_bytes)
+            for (size_t k = 0; k < 32; ++k)
+                if (rng() % 3 == 0) w.bytes[block + 2 + k] = std::byte{0x80};
+        const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * 96), 13, -2.0f, 2.0f);
+        const std::vector<float> b = run_matmul(w, x, n_tokens, pool, lumen::cpu::scalar_kernels());
+        for (const lumen::cpu::kernel_set* ks : kernel_sets()) {
+            INFO("kernels " << ks->name << ", tokens " << n_tokens);
+            const std::vector<float> a = run_matmul(w, x, n_tokens, pool, *ks);
+            REQUIRE(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
         }
     }
 }

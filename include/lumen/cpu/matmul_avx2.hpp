@@ -130,28 +130,35 @@ inline void rows_float(const matmul_args& a, int64_t r0, int64_t r1) {
 // --- quantized weights against 8-bit activations
 //
 // Each block type says how to prepare a weight block and an activation block for the integer dot
-// product, and how to take it (lane i = sum over bytes 4i..4i+3).
+// product, how to take it (lane i = sum over bytes 4i..4i+3), and what to add to the lanes' sum
+// (correction, or corrections_4 for 4 tokens) to make it the block's exact integer dot product.
 
+// sum w y = sum |y| (w ^ m) - sum_{y<0} y, m = -1 where y < 0: ~w = -w - 1 turns w |y| into w y - |y|
+// where y < 0, and w ^ m is an int8 for every w (sign(w, y) is not: -(-128) wraps); the pairs stay
+// within int16 (|y| <= 127, |w ^ m| <= 128).
 struct q8_0_block {
     static constexpr int64_t bytes = block_q8_0_bytes;
-    static constexpr bool minus_8 = false;
     struct act {
-        __m256i y, abs_y;
+        __m256i abs_y, negative;
     };
     static __m256i weights(const std::byte* block) {
         return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
     }
     static act activations(const int8_t* y) {
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y));
-        return {v, _mm256_sign_epi8(v, v)};
+        return {_mm256_abs_epi8(v), _mm256_cmpgt_epi8(_mm256_setzero_si256(), v)};
     }
-    // sum w y = sum |y| (w * sign y); |y| <= 127 and |w| <= 128, so no pair leaves int16
-    static __m256i dot(__m256i w, const act& y) { return dot_u8s8(y.abs_y, _mm256_sign_epi8(w, y.y)); }
+    static __m256i dot(__m256i w, const act& y) { return dot_u8s8(y.abs_y, _mm256_xor_si256(w, y.negative)); }
+    // what the block's dot product lacks: -sum_{y<0} y, for token t (4 tokens from t on)
+    static int32_t correction(const q8_activations& x, int64_t t, int64_t b) { return -x.block_neg_sum(t, b); }
+    static __m128i corrections_4(const q8_activations& x, int64_t t, int64_t b) {
+        return _mm_sub_epi32(_mm_setzero_si128(), _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.neg_sum + b * x.n_tokens + t)));
+    }
 };
 
+// sum (nibble - 8) y = sum nibble y - 8 sum y
 struct q4_0_block {
     static constexpr int64_t bytes = block_q4_0_bytes;
-    static constexpr bool minus_8 = true;  // the lanes hold sum nibble * y; subtract 8 sum y after
     using act = __m256i;
     // the 32 nibbles as bytes 0..15 (low nibbles, elements 0..15) and 16..31 (high nibbles)
     static __m256i weights(const std::byte* block) {
@@ -160,6 +167,10 @@ struct q4_0_block {
     }
     static act activations(const int8_t* y) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y)); }
     static __m256i dot(__m256i w, act y) { return dot_u8s8(w, y); }  // nibbles <= 15: no pair leaves int16
+    static int32_t correction(const q8_activations& x, int64_t t, int64_t b) { return -8 * x.block_sum(t, b); }
+    static __m128i corrections_4(const q8_activations& x, int64_t t, int64_t b) {
+        return _mm_slli_epi32(_mm_sub_epi32(_mm_setzero_si128(), _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.sum + b * x.n_tokens + t))), 3);
+    }
 };
 
 inline uint16_t load_u16(const std::byte* p) {
@@ -174,8 +185,8 @@ inline float dot_q8(const std::byte* row, const q8_activations& x, int64_t t) {
     float acc = 0.0f;
     for (int64_t b = 0; b < x.n_blocks; ++b) {
         const std::byte* block = row + b * Block::bytes;
-        int32_t s = sum_lanes(Block::dot(Block::weights(block), Block::activations(x.block(t, b))));
-        if constexpr (Block::minus_8) s -= 8 * x.block_sum(t, b);
+        const int32_t s =
+            sum_lanes(Block::dot(Block::weights(block), Block::activations(x.block(t, b)))) + Block::correction(x, t, b);
         acc = cpu::madd(_cvtsh_ss(load_u16(block)) * x.scale(t, b), static_cast<float>(s), acc);
     }
     return acc;
@@ -198,8 +209,7 @@ inline void tile_q8_8x1(const matmul_args& a, int64_t r, int64_t t) {
         const std::byte* wb = w + b * Block::bytes;
         __m256i v[8];
         for (int i = 0; i < 8; ++i) v[i] = Block::dot(Block::weights(wb + i * ws), y);
-        __m256i s = sum_lanes_8(v);
-        if constexpr (Block::minus_8) s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * x.block_sum(t, b)));
+        const __m256i s = _mm256_add_epi32(sum_lanes_8(v), _mm256_set1_epi32(Block::correction(x, t, b)));
         const __m128i dw_h = _mm_setr_epi16(
             static_cast<int16_t>(load_u16(wb)), static_cast<int16_t>(load_u16(wb + ws)),
             static_cast<int16_t>(load_u16(wb + 2 * ws)), static_cast<int16_t>(load_u16(wb + 3 * ws)),
@@ -228,12 +238,7 @@ inline void tile_q8_2x4(const matmul_args& a, int64_t r, int64_t t) {
             v[k] = Block::dot(q0, y);
             v[4 + k] = Block::dot(q1, y);
         }
-        __m256i s = sum_lanes_8(v);
-        if constexpr (Block::minus_8) {
-            const __m256i ys = _mm256_broadcastsi128_si256(
-                _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.sum + b * x.n_tokens + t)));
-            s = _mm256_sub_epi32(s, _mm256_slli_epi32(ys, 3));
-        }
+        const __m256i s = _mm256_add_epi32(sum_lanes_8(v), _mm256_broadcastsi128_si256(Block::corrections_4(x, t, b)));
         const uint32_t dw2 = load_u16(w0 + b * Block::bytes) | (uint32_t{load_u16(w1 + b * Block::bytes)} << 16);
         const __m256 dw = _mm256_permutevar8x32_ps(
             _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dw2)))), dup);

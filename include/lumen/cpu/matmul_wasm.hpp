@@ -134,12 +134,12 @@ inline void rows_float(const matmul_args& a, int64_t r0, int64_t r1) {
 // A block type knows how to take one weight block's exact integer dot product with an activation
 // block (the 32 quants of x.block(t, b)) as an i32x4 whose 4 lanes sum to it, up to a correction
 // that is the same for every row:
-//   act                      what it reads from the activation block, once for 4 rows
+//   act                      what it reads from the activation block, once per tile
 //   load_act(y)              that, from the activation quants y[32]
 //   dot(block, act)          the i32x4 for one weight block
-//   correction(act, y_sum)   the integer added to every row's sum (Q4_0: -8 sum y)
+//   correction(x, t, b)      the integer added to every row's sum (Q4_0: -8 sum y)
 // and its isum() is the same integer for scalar::dot_q8, which takes the rows left over from the
-// tiles of 4. The fp16 scale sits in the block's first 2 bytes.
+// tiles. The fp16 scale sits in the block's first 2 bytes.
 //
 // SIMD128 has no 8-bit dot product: the quants are widened to int16 and multiplied in pairs
 // (i32x4.dot_i16x8_s). The relaxed-SIMD builds (LUMEN_CPU_HAVE_WASM_RELAXED, see simd.hpp) use
@@ -147,11 +147,9 @@ inline void rows_float(const matmul_args& a, int64_t r0, int64_t r1) {
 // summed into each lane, one instruction (vpdpbusd) where the CPU has AVX-VNNI. Its result is
 // defined only when the second operand is in 0..127, and then it is exact; the kernels keep it so.
 
-template <class Block>
-inline int32_t block_isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
-    const v128_t v = Block::dot(row + b * Block::bytes, Block::load_act(y));
+inline int32_t sum_lanes(v128_t v) {
     return wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2) +
-           wasm_i32x4_extract_lane(v, 3) + Block::correction(Block::load_act(y), y_sum);
+           wasm_i32x4_extract_lane(v, 3);
 }
 
 #if defined(LUMEN_CPU_HAVE_WASM_RELAXED)
@@ -166,9 +164,9 @@ inline v128_t dot_i8x16_i7x16_add(v128_t a, v128_t b, v128_t c) {
 }
 
 // Q8_0: with m = -1 where y < 0 (else 0), (w ^ m) |y| = w y - |y| where y < 0 (as ~w = -w - 1), and
-// w ^ m is an int8 for every w, -128 included; so sum w y = sum (w ^ m) |y| + sum_{y<0} |y|, the
-// last term being the correction. |y|, m and the correction depend on the activations only: rows_q8
-// works them out once per call (prepared_acts) instead of once per tile.
+// w ^ m is an int8 for every w, -128 included; so sum w y = sum (w ^ m) |y| - sum_{y<0} y, the last
+// term (the correction) kept by the activation quantizer (q8_activations::neg_sum). |y| and m depend
+// on the activations only: rows_q8 works them out once per call (prepared_acts), not once per tile.
 struct q8_0_block : scalar::q8_0_block {
     static constexpr int64_t bytes = block_q8_0_bytes;
     static constexpr int tile_rows = 8;
@@ -185,37 +183,26 @@ struct q8_0_block : scalar::q8_0_block {
         return dot_i8x16_i7x16_add(wasm_v128_xor(w1, y.negative[1]), y.abs[1],
                                    dot_i8x16_i7x16_add(wasm_v128_xor(w0, y.negative[0]), y.abs[0], wasm_i32x4_splat(0)));
     }
-    static int32_t correction(const act& y, int32_t /*y_sum*/) {
-        const v128_t v = dot_i8x16_i7x16_add(y.negative[1], y.abs[1],
-                                             dot_i8x16_i7x16_add(y.negative[0], y.abs[0], wasm_i32x4_splat(0)));
-        return -(wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2) +
-                 wasm_i32x4_extract_lane(v, 3));  // m . |y| = -sum_{y<0} |y|
-    }
-    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
-        return block_isum<q8_0_block>(row, b, y, y_sum);
+    static int32_t correction(const q8_activations& x, int64_t t, int64_t b) { return -x.block_neg_sum(t, b); }
+    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t /*y_sum*/) {
+        int32_t negative = 0;
+        for (int k = 0; k < 32; ++k) negative += y[k] < 0 ? y[k] : 0;
+        return sum_lanes(dot(row + b * bytes, load_act(y))) - negative;
     }
 
-    // act and correction of the blocks of tokens t0 .. t1 - 1, grown as needed, per thread
+    // the act of the blocks of tokens t0 .. t1 - 1, grown as needed
     struct prepared_acts {
         int64_t t0 = 0, n_blocks = 0;
         std::vector<act> acts;
-        std::vector<int32_t> corrections;
         void prepare(const q8_activations& x, int64_t first, int64_t last) {
             t0 = first;
             n_blocks = x.n_blocks;
             const auto n = static_cast<size_t>((last - first) * x.n_blocks);
-            if (acts.size() < n) acts.resize(n), corrections.resize(n);
+            if (acts.size() < n) acts.resize(n);
             for (int64_t t = first; t < last; ++t)
-                for (int64_t b = 0; b < x.n_blocks; ++b) {
-                    const auto i = static_cast<size_t>((t - first) * n_blocks + b);
-                    acts[i] = load_act(x.block(t, b));
-                    corrections[i] = correction(acts[i], 0);
-                }
+                for (int64_t b = 0; b < x.n_blocks; ++b) acts[static_cast<size_t>((t - first) * n_blocks + b)] = load_act(x.block(t, b));
         }
         const act& at(int64_t t, int64_t b) const { return acts[static_cast<size_t>((t - t0) * n_blocks + b)]; }
-        int32_t correction_at(int64_t t, int64_t b) const {
-            return corrections[static_cast<size_t>((t - t0) * n_blocks + b)];
-        }
     };
 };
 
@@ -233,9 +220,9 @@ struct q4_0_block : scalar::q4_0_block {
         const v128_t hi = wasm_u8x16_shr(q, 4);                        // elements 16..31
         return dot_i8x16_i7x16_add(y.y[1], hi, dot_i8x16_i7x16_add(y.y[0], lo, wasm_i32x4_splat(0)));
     }
-    static int32_t correction(const act&, int32_t y_sum) { return -8 * y_sum; }
+    static int32_t correction(const q8_activations& x, int64_t t, int64_t b) { return -8 * x.block_sum(t, b); }
     static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
-        return block_isum<q4_0_block>(row, b, y, y_sum);
+        return sum_lanes(dot(row + b * bytes, load_act(y))) - 8 * y_sum;
     }
 };
 
@@ -269,9 +256,9 @@ struct q8_0_block : scalar::q8_0_block {
                              wasm_i16x8_extend_low_i8x16(w1), wasm_i16x8_extend_high_i8x16(w1)};
         return dot_i16(w, y);
     }
-    static int32_t correction(const act&, int32_t /*y_sum*/) { return 0; }
-    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
-        return block_isum<q8_0_block>(row, b, y, y_sum);
+    static int32_t correction(const q8_activations&, int64_t, int64_t) { return 0; }
+    static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t /*y_sum*/) {
+        return sum_lanes(dot(row + b * bytes, load_act(y)));
     }
 };
 
@@ -289,9 +276,9 @@ struct q4_0_block : scalar::q4_0_block {
                              wasm_u16x8_extend_low_u8x16(hi), wasm_u16x8_extend_high_u8x16(hi)};
         return dot_i16(w, y);
     }
-    static int32_t correction(const act&, int32_t y_sum) { return -8 * y_sum; }
+    static int32_t correction(const q8_activations& x, int64_t t, int64_t b) { return -8 * x.block_sum(t, b); }
     static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
-        return block_isum<q4_0_block>(row, b, y, y_sum);
+        return sum_lanes(dot(row + b * bytes, load_act(y))) - 8 * y_sum;
     }
 };
 
@@ -322,7 +309,6 @@ struct direct_acts {
     const q8_activations& x;
     void prepare(const q8_activations&, int64_t, int64_t) {}
     typename Block::act at(int64_t t, int64_t b) const { return Block::load_act(x.block(t, b)); }
-    int32_t correction_at(int64_t t, int64_t b) const { return Block::correction(at(t, b), x.block_sum(t, b)); }
 };
 
 template <class Block>
@@ -340,7 +326,7 @@ inline void tile_q8(const matmul_args& a, const Acts& acts, int64_t r, int64_t t
     for (int g = 0; g < G; ++g) acc[g] = wasm_f32x4_splat(0.0f);
     for (int64_t b = 0; b < x.n_blocks; ++b) {
         const typename Block::act y = acts.at(t, b);
-        const v128_t correction = wasm_i32x4_splat(acts.correction_at(t, b));
+        const v128_t correction = wasm_i32x4_splat(Block::correction(x, t, b));
         const v128_t dx = wasm_f32x4_splat(x.scale(t, b));
         for (int g = 0; g < G; ++g) {
             const std::byte* wb = w + 4 * g * ws + b * Block::bytes;
