@@ -131,7 +131,8 @@ inline void rows_float(const matmul_args& a, int64_t r0, int64_t r1) {
 //
 // Each block type says how to prepare a weight block and an activation block for the integer dot
 // product, how to take it (lane i = sum over bytes 4i..4i+3), and what to add to the lanes' sum
-// (correction, or corrections_4 for 4 tokens) to make it the block's exact integer dot product.
+// (correction) to make it the block's exact integer dot product; and the same for the prompt tiles
+// (prompt_*, with the corrections of 4 tokens at once).
 
 // sum w y = sum |y| (w ^ m) - sum_{y<0} y, m = -1 where y < 0: ~w = -w - 1 turns w |y| into w y - |y|
 // where y < 0, and w ^ m is an int8 for every w (sign(w, y) is not: -(-128) wraps); the pairs stay
@@ -149,11 +150,22 @@ struct q8_0_block {
         return {_mm256_abs_epi8(v), _mm256_cmpgt_epi8(_mm256_setzero_si256(), v)};
     }
     static __m256i dot(__m256i w, const act& y) { return dot_u8s8(y.abs_y, _mm256_xor_si256(w, y.negative)); }
-    // what the block's dot product lacks: -sum_{y<0} y, for token t (4 tokens from t on)
+    // what the block's dot product lacks: -sum_{y<0} y
     static int32_t correction(const q8_activations& x, int64_t t, int64_t b) { return -x.block_neg_sum(t, b); }
-    static __m128i corrections_4(const q8_activations& x, int64_t t, int64_t b) {
-        return _mm_sub_epi32(_mm_setzero_si128(), _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.neg_sum + b * x.n_tokens + t)));
+
+    // Prompts (2 rows x 4 tokens): the signs go the other way, sum w y = sum |w| sign(y, w), exact
+    // as well (|w| <= 128 unsigned, |y| <= 127) and cheaper there: |w| once per row, nothing per token.
+    struct prompt_weights_t {
+        __m256i abs_w, w;
+    };
+    static prompt_weights_t prompt_weights(const std::byte* block) {
+        const __m256i w = weights(block);
+        return {_mm256_abs_epi8(w), w};
     }
+    using prompt_act = __m256i;
+    static prompt_act prompt_activations(const int8_t* y) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y)); }
+    static __m256i prompt_dot(const prompt_weights_t& w, prompt_act y) { return dot_u8s8(w.abs_w, _mm256_sign_epi8(y, w.w)); }
+    static __m128i prompt_corrections_4(const q8_activations&, int64_t, int64_t) { return _mm_setzero_si128(); }
 };
 
 // sum (nibble - 8) y = sum nibble y - 8 sum y
@@ -168,8 +180,16 @@ struct q4_0_block {
     static act activations(const int8_t* y) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y)); }
     static __m256i dot(__m256i w, act y) { return dot_u8s8(w, y); }  // nibbles <= 15: no pair leaves int16
     static int32_t correction(const q8_activations& x, int64_t t, int64_t b) { return -8 * x.block_sum(t, b); }
-    static __m128i corrections_4(const q8_activations& x, int64_t t, int64_t b) {
-        return _mm_slli_epi32(_mm_sub_epi32(_mm_setzero_si128(), _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.sum + b * x.n_tokens + t))), 3);
+
+    // prompts: the same steps, and the corrections of 4 tokens at once
+    using prompt_weights_t = __m256i;
+    static __m256i prompt_weights(const std::byte* block) { return weights(block); }
+    using prompt_act = act;
+    static act prompt_activations(const int8_t* y) { return activations(y); }
+    static __m256i prompt_dot(__m256i w, act y) { return dot(w, y); }
+    static __m128i prompt_corrections_4(const q8_activations& x, int64_t t, int64_t b) {
+        const __m128i sums = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.sum + b * x.n_tokens + t));
+        return _mm_slli_epi32(_mm_sub_epi32(_mm_setzero_si128(), sums), 3);
     }
 };
 
@@ -230,15 +250,15 @@ inline void tile_q8_2x4(const matmul_args& a, int64_t r, int64_t t) {
     const __m256i dup = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < x.n_blocks; ++b) {
-        const __m256i q0 = Block::weights(w0 + b * Block::bytes);
-        const __m256i q1 = Block::weights(w1 + b * Block::bytes);
+        const typename Block::prompt_weights_t q0 = Block::prompt_weights(w0 + b * Block::bytes);
+        const typename Block::prompt_weights_t q1 = Block::prompt_weights(w1 + b * Block::bytes);
         __m256i v[8];
         for (int k = 0; k < 4; ++k) {
-            const typename Block::act y = Block::activations(x.block(t + k, b));
-            v[k] = Block::dot(q0, y);
-            v[4 + k] = Block::dot(q1, y);
+            const typename Block::prompt_act y = Block::prompt_activations(x.block(t + k, b));
+            v[k] = Block::prompt_dot(q0, y);
+            v[4 + k] = Block::prompt_dot(q1, y);
         }
-        const __m256i s = _mm256_add_epi32(sum_lanes_8(v), _mm256_broadcastsi128_si256(Block::corrections_4(x, t, b)));
+        const __m256i s = _mm256_add_epi32(sum_lanes_8(v), _mm256_broadcastsi128_si256(Block::prompt_corrections_4(x, t, b)));
         const uint32_t dw2 = load_u16(w0 + b * Block::bytes) | (uint32_t{load_u16(w1 + b * Block::bytes)} << 16);
         const __m256 dw = _mm256_permutevar8x32_ps(
             _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dw2)))), dup);
