@@ -5,11 +5,11 @@
 //   float weights:     the 8 lanes of the scalar lane order as two f32x4 accumulators (lanes 0-3
 //                      and 4-7), F16 converted with the integer steps of detail::fp16_to_fp32;
 //                      one row at a time for one token, tiles of 2 rows x 2 tokens for several;
-//   quantized weights: tiles of 4 rows (8 with relaxed SIMD) x 1 token; per block the exact integer dot products
-//                      (i32x4.dot_i16x8_s on sign- or zero-extended quants, or with relaxed SIMD
-//                      the 8-bit i32x4.relaxed_dot_i8x16_i7x16_add_s), the 4 rows' sums reduced
-//                      into one i32x4 (lane i = row i), then the scalar kernels' float step
-//                      acc = madd(dw * dx, isum, acc) on the 4 rows at once.
+//   quantized weights: tiles of 4 rows (8 with relaxed SIMD) x 1 token; per block the exact
+//                      integer dot products (i32x4.dot_i16x8_s on sign- or zero-extended quants,
+//                      or with relaxed SIMD the 8-bit i32x4.relaxed_dot_i8x16_i7x16_add_s), each 4
+//                      rows' sums reduced into one i32x4 (lane i = row i), then the scalar kernels'
+//                      float step acc = madd(dw * dx, isum, acc) on 4 rows at once.
 #pragma once
 
 #include "simd.hpp"
@@ -152,6 +152,15 @@ inline int32_t sum_lanes(v128_t v) {
            wasm_i32x4_extract_lane(v, 3);
 }
 
+// A Q4_0 block's 32 nibbles as bytes: elements 0..15 (the low nibbles) and 16..31 (the high ones).
+struct nibbles {
+    v128_t lo, hi;
+};
+inline nibbles load_nibbles(const std::byte* block) {
+    const v128_t q = wasm_v128_load(block + 2);
+    return {wasm_v128_and(q, wasm_i8x16_splat(0x0f)), wasm_u8x16_shr(q, 4)};
+}
+
 #if defined(LUMEN_CPU_HAVE_WASM_RELAXED)
 
 // c + (lane i: a[4i] b[4i] + ... + a[4i+3] b[4i+3]), a int8, b in 0..127: the relaxed-SIMD
@@ -215,10 +224,8 @@ struct q4_0_block : scalar::q4_0_block {
     };
     static act load_act(const int8_t* y) { return {{wasm_v128_load(y), wasm_v128_load(y + 16)}}; }
     static v128_t dot(const std::byte* block, const act& y) {
-        const v128_t q = wasm_v128_load(block + 2);
-        const v128_t lo = wasm_v128_and(q, wasm_i8x16_splat(0x0f));  // elements 0..15
-        const v128_t hi = wasm_u8x16_shr(q, 4);                        // elements 16..31
-        return dot_i8x16_i7x16_add(y.y[1], hi, dot_i8x16_i7x16_add(y.y[0], lo, wasm_i32x4_splat(0)));
+        const nibbles q = load_nibbles(block);
+        return dot_i8x16_i7x16_add(y.y[1], q.hi, dot_i8x16_i7x16_add(y.y[0], q.lo, wasm_i32x4_splat(0)));
     }
     static int32_t correction(const q8_activations& x, int64_t t, int64_t b) { return -8 * x.block_sum(t, b); }
     static int32_t isum(const std::byte* row, int64_t b, const int8_t* y, int32_t y_sum) {
@@ -269,11 +276,9 @@ struct q4_0_block : scalar::q4_0_block {
     using act = act16;
     static act load_act(const int8_t* y) { return load_act16(y); }
     static v128_t dot(const std::byte* block, const act& y) {
-        const v128_t q = wasm_v128_load(block + 2);
-        const v128_t lo = wasm_v128_and(q, wasm_i8x16_splat(0x0f));  // elements 0..15
-        const v128_t hi = wasm_u8x16_shr(q, 4);                        // elements 16..31
-        const v128_t w[4] = {wasm_u16x8_extend_low_u8x16(lo), wasm_u16x8_extend_high_u8x16(lo),
-                             wasm_u16x8_extend_low_u8x16(hi), wasm_u16x8_extend_high_u8x16(hi)};
+        const nibbles q = load_nibbles(block);
+        const v128_t w[4] = {wasm_u16x8_extend_low_u8x16(q.lo), wasm_u16x8_extend_high_u8x16(q.lo),
+                             wasm_u16x8_extend_low_u8x16(q.hi), wasm_u16x8_extend_high_u8x16(q.hi)};
         return dot_i16(w, y);
     }
     static int32_t correction(const q8_activations& x, int64_t t, int64_t b) { return -8 * x.block_sum(t, b); }
