@@ -396,6 +396,20 @@ TEST_CASE("attention over the KV cache matches the reference, for grouped heads 
     }
 }
 
+TEST_CASE("attention's weighted sum of value rows equals the scalar one bit for bit", "[kernels]") {
+    for (int64_t n : {1, 7, 8, 9, 48, 64, 65, 128, 200})
+        for (int64_t n_rows : {1, 3, 70}) {
+            INFO("rows " << n_rows << " of " << n);
+            const int64_t stride = n + 3;
+            const std::vector<float> v = random_floats(static_cast<size_t>(n_rows * stride), 64);
+            const std::vector<float> a = random_floats(static_cast<size_t>(n_rows), 65);
+            std::vector<float> out(static_cast<size_t>(n)), expected(static_cast<size_t>(n));
+            lumen::cpu::weighted_sum(out.data(), a.data(), v.data(), stride, n_rows, n);
+            lumen::cpu::weighted_sum_scalar(expected.data(), a.data(), v.data(), stride, n_rows, n);
+            CHECK(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)) == 0);
+        }
+}
+
 TEST_CASE("rmsnorm, softmax, silu and swiglu match the reference", "[kernels]") {
     for (int64_t n : {1, 2, 7, 64, 257, 4096}) {
         INFO("n " << n);

@@ -103,6 +103,27 @@ TEST_CASE("greedy picks the argmax, the lowest id on ties, NaN counting as -inf"
     CHECK(n.sample(logits.data()) == 1);
 }
 
+TEST_CASE("greedy equals a plain argmax on vocabularies of any size with ties, infinities and NaN", "[sampler]") {
+    std::mt19937 gen(11);
+    const float specials[] = {NAN, INFINITY, -INFINITY, 2.0f, -0.0f, 0.0f};
+    for (int32_t n : {1, 2, 3, 4, 5, 7, 8, 9, 31, 32000}) {
+        for (int trial = 0; trial < 20; ++trial) {
+            std::vector<float> logits(static_cast<size_t>(n));
+            for (float& l : logits) l = static_cast<float>(gen() % 5) * 0.5f;  // many ties
+            for (int k = 0; k < trial % 4; ++k) logits[gen() % static_cast<size_t>(n)] = specials[gen() % 6];
+            if (trial == 17) std::fill(logits.begin(), logits.end(), NAN);
+            if (trial == 18) std::fill(logits.begin(), logits.end(), -INFINITY);
+            if (trial == 19) logits[static_cast<size_t>(n) - 1] = 100.0f;  // the best in the tail
+            int32_t expected = 0;  // first of the largest, NaN as -inf
+            auto value = [&](int32_t i) { return std::isnan(logits[static_cast<size_t>(i)]) ? -INFINITY : logits[static_cast<size_t>(i)]; };
+            for (int32_t i = 1; i < n; ++i)
+                if (value(i) > value(expected)) expected = i;
+            sampler s(n, greedy());
+            CHECK(s.sample(logits.data()) == expected);
+        }
+    }
+}
+
 TEST_CASE("the same seed gives the same tokens, another seed other tokens, reset() starts over", "[sampler]") {
     std::mt19937 gen(5);
     std::vector<float> logits(100);

@@ -109,6 +109,8 @@ public:
 
     // The next token given logits (n_vocab,). Does not accept it: call accept() for that.
     int32_t sample(const float* logits) {
+        if (options_.temperature <= 0.0f && (options_.repeat_penalty == 1.0f || history_size_ == 0))
+            return argmax(logits, n_vocab_);
         // Candidates in id order, with the penalised logits.
         for (int32_t i = 0; i < n_vocab_; ++i)
             candidates_[static_cast<size_t>(i)] = {i, std::isnan(logits[i]) ? -INFINITY : logits[i]};
@@ -196,6 +198,21 @@ private:
             logit = logit > 0.0f ? logit / penalty : logit * penalty;
         }
         for (size_t i = 0; i < history_size_; ++i) marked_[static_cast<size_t>(history_[i])] = 0;
+    }
+
+    // The first id of the largest logit (NaN counts as -inf; all -inf: id 0), straight from the
+    // logits: the largest value first, in 4 running maxima without branches, then its first id.
+    static int32_t argmax(const float* logits, int32_t n) {
+        float m[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        int32_t i = 0;
+        for (; i + 4 <= n; i += 4)
+            for (int k = 0; k < 4; ++k) m[k] = logits[i + k] > m[k] ? logits[i + k] : m[k];  // NaN: kept out
+        for (; i < n; ++i) m[0] = logits[i] > m[0] ? logits[i] : m[0];
+        const float max_logit = std::max(std::max(m[0], m[1]), std::max(m[2], m[3]));
+        if (max_logit == -INFINITY) return 0;
+        i = 0;
+        while (logits[i] != max_logit) ++i;
+        return i;
     }
 
     int32_t argmax() const {

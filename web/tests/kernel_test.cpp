@@ -3,8 +3,10 @@
 // Chromium by kernel_test.mjs: every weight type of the wasm table, random weights and activations,
 // odd and even row counts (rows left over from the tiles of 4), 1 to 5 tokens, and the edge cases
 // the relaxed kernels must get right: weight quants of -128, activation quants of +-127, and
-// zero, subnormal, infinite and NaN fp16 scales. Also every half through half4_to_float.
+// zero, subnormal, infinite and NaN fp16 scales. Also every half through half4_to_float, and
+// attention's weighted sum of value rows.
 // Prints "kernel_test: N checks passed, M failed" and returns 1 on any failure.
+#include <lumen/cpu/attention.hpp>
 #include <lumen/cpu/matmul.hpp>
 #include <lumen/detail/fp16.hpp>
 
@@ -156,12 +158,33 @@ void test_matmul(dtype type, int64_t rows, int64_t cols, int64_t n_tokens, bool 
     check(differing == 0, what);
 }
 
+// attention's weighted sum of value rows (SIMD128 for whole vectors) against the scalar one
+void test_weighted_sum() {
+    for (int64_t n : {1, 3, 4, 7, 31, 32, 33, 48, 64, 100, 128})
+        for (int64_t n_rows : {1, 2, 9, 70}) {
+            const int64_t stride = n + 5;
+            std::vector<float> v(static_cast<size_t>(n_rows * stride)), weights(static_cast<size_t>(n_rows));
+            for (float& x : v) x = std::normal_distribution<float>(0.0f, 1.0f)(rng);
+            for (float& x : weights) x = std::uniform_real_distribution<float>(0.0f, 1.0f)(rng);
+            std::vector<float> out(static_cast<size_t>(n)), expected(static_cast<size_t>(n));
+            weighted_sum(out.data(), weights.data(), v.data(), stride, n_rows, n);
+            weighted_sum_scalar(expected.data(), weights.data(), v.data(), stride, n_rows, n);
+            int64_t differing = 0;
+            for (size_t i = 0; i < out.size(); ++i) differing += !same_bits(out[i], expected[i]);
+            char what[120];
+            std::snprintf(what, sizeof what, "weighted_sum of %lld rows of %lld: %lld outputs differ from the scalar one",
+                          static_cast<long long>(n_rows), static_cast<long long>(n), static_cast<long long>(differing));
+            check(differing == 0, what);
+        }
+}
+
 }  // namespace
 
 int main() {
     std::printf("kernel_test: %s\n", simd_name());
     test_halves();
     test_quantize();
+    test_weighted_sum();
     for (dtype type : {dtype::f32, dtype::f16, dtype::bf16, dtype::q8_0, dtype::q4_0})
         for (int64_t rows : {1, 4, 7, 12, 64, 67})
             for (int64_t cols : {32, 96, 288})

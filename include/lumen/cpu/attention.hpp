@@ -14,8 +14,21 @@
 namespace lumen::cpu {
 
 // out (n,) = sum over j < n_rows of a[j] * v_j (n,), v_j = v + j * v_stride: for each element,
-// acc = madd(a[j], v_j[i], acc) in increasing j from 0 (so every path gives the same bits). The AVX2
-// path keeps 64 outputs in registers while it runs over the rows.
+// acc = madd(a[j], v_j[i], acc) in increasing j from 0 (so every path gives the same bits).
+// weighted_sum_scalar does outputs i0 .. n - 1 a block of up to 64 at a time; weighted_sum runs the
+// SIMD path (AVX2: 64 outputs in registers while it runs over the rows; WebAssembly SIMD128: 32)
+// and leaves the rest to it.
+inline void weighted_sum_scalar(float* out, const float* a, const float* v, int64_t v_stride, int64_t n_rows, int64_t n,
+                                int64_t i0 = 0) {
+    for (; i0 < n; i0 += 64) {
+        const int64_t m = n - i0 < 64 ? n - i0 : 64;
+        float acc[64] = {};
+        for (int64_t j = 0; j < n_rows; ++j)
+            for (int64_t k = 0; k < m; ++k) acc[k] = madd(a[j], v[j * v_stride + i0 + k], acc[k]);
+        for (int64_t k = 0; k < m; ++k) out[i0 + k] = acc[k];
+    }
+}
+
 inline void weighted_sum(float* out, const float* a, const float* v, int64_t v_stride, int64_t n_rows, int64_t n) {
     int64_t i = 0;
 #if defined(LUMEN_CPU_HAVE_AVX2) && !defined(LUMEN_FORCE_SCALAR)
@@ -34,14 +47,25 @@ inline void weighted_sum(float* out, const float* a, const float* v, int64_t v_s
         for (int64_t j = 0; j < n_rows; ++j) acc = avx2::madd(_mm256_set1_ps(a[j]), _mm256_loadu_ps(v + j * v_stride + i), acc);
         _mm256_storeu_ps(out + i, acc);
     }
-#endif
-    for (int64_t i0 = i; i0 < n; i0 += 64) {  // scalar: a block of up to 64 outputs at a time
-        const int64_t m = n - i0 < 64 ? n - i0 : 64;
-        float acc[64] = {};
-        for (int64_t j = 0; j < n_rows; ++j)
-            for (int64_t k = 0; k < m; ++k) acc[k] = madd(a[j], v[j * v_stride + i0 + k], acc[k]);
-        for (int64_t k = 0; k < m; ++k) out[i0 + k] = acc[k];
+#elif defined(LUMEN_CPU_HAVE_WASM) && !defined(LUMEN_FORCE_SCALAR)
+    auto madd4 = [](v128_t x, v128_t y, v128_t c) { return wasm_f32x4_add(wasm_f32x4_mul(x, y), c); };
+    for (; i + 32 <= n; i += 32) {
+        v128_t acc[8];
+        for (v128_t& x : acc) x = wasm_f32x4_splat(0.0f);
+        for (int64_t j = 0; j < n_rows; ++j) {
+            const v128_t aj = wasm_f32x4_splat(a[j]);
+            const float* vj = v + j * v_stride + i;
+            for (int k = 0; k < 8; ++k) acc[k] = madd4(aj, wasm_v128_load(vj + 4 * k), acc[k]);
+        }
+        for (int k = 0; k < 8; ++k) wasm_v128_store(out + i + 4 * k, acc[k]);
     }
+    for (; i + 4 <= n; i += 4) {
+        v128_t acc = wasm_f32x4_splat(0.0f);
+        for (int64_t j = 0; j < n_rows; ++j) acc = madd4(wasm_f32x4_splat(a[j]), wasm_v128_load(v + j * v_stride + i), acc);
+        wasm_v128_store(out + i, acc);
+    }
+#endif
+    weighted_sum_scalar(out, a, v, v_stride, n_rows, n, i);
 }
 
 // Queries are taken in blocks of this many tokens: the scores of a block against the keys come

@@ -78,6 +78,17 @@ inline float reduce8(const f32x8& v) {
     return cpu::reduce8(lanes);
 }
 
+// lane i = reduce8(v[i]), the same adds in the same order, for 4 accumulators at once:
+// pairs (v0+v1, v2+v3, v4+v5, v6+v7) of each, then the pairs of pairs, then the halves.
+inline v128_t reduce8_4(const f32x8 (&v)[4]) {
+    auto pairs = [](v128_t a, v128_t b) {  // (a0+a1, a2+a3, b0+b1, b2+b3)
+        return wasm_f32x4_add(wasm_i32x4_shuffle(a, b, 0, 2, 4, 6), wasm_i32x4_shuffle(a, b, 1, 3, 5, 7));
+    };
+    const v128_t p0 = pairs(v[0].lo, v[0].hi), p1 = pairs(v[1].lo, v[1].hi), p2 = pairs(v[2].lo, v[2].hi),
+                 p3 = pairs(v[3].lo, v[3].hi);
+    return pairs(pairs(p0, p1), pairs(p2, p3));
+}
+
 // y for rows r .. r + R - 1 and tokens t .. t + T - 1; the tail n mod 8 is zero-padded
 template <class Row, int R, int T>
 inline void tile_float(const matmul_args& a, int64_t r, int64_t t) {
@@ -107,16 +118,29 @@ inline void tile_float(const matmul_args& a, int64_t r, int64_t t) {
             }
         }
     }
-    for (int i = 0; i < R; ++i)
-        for (int k = 0; k < T; ++k) a.y[(t + k) * a.y_stride + r + i] = reduce8(acc[i][k]);
+    if constexpr (R == 4 && T == 1) {
+        const f32x8 rows[4] = {acc[0][0], acc[1][0], acc[2][0], acc[3][0]};
+        wasm_v128_store(a.y + t * a.y_stride + r, reduce8_4(rows));  // consecutive in y
+    } else {
+        for (int i = 0; i < R; ++i)
+            for (int k = 0; k < T; ++k) a.y[(t + k) * a.y_stride + r + i] = reduce8(acc[i][k]);
+    }
 }
+
+// Rows of at most this many elements are short: for one token, the sum of a row's lanes costs as
+// much as the row, and the rows (attention's keys, one head of the cache) are few and in cache.
+inline constexpr int64_t short_row_cols = 256;
 
 template <class Row>
 inline void rows_float(const matmul_args& a, int64_t r0, int64_t r1) {
     if (a.n_tokens == 1) {
         // one row at a time: one stream of weights, which the hardware prefetcher follows (wasm has
-        // no prefetch instruction); 2 rows at once run 2.5x slower on a model larger than the cache
-        for (int64_t r = r0; r < r1; ++r) tile_float<Row, 1, 1>(a, r, 0);
+        // no prefetch instruction); 2 rows at once run 2.5x slower on a model larger than the cache.
+        // Short rows go 4 at a time, their sums reduced together.
+        int64_t r = r0;
+        if (a.cols <= short_row_cols)
+            for (; r + 4 <= r1; r += 4) tile_float<Row, 4, 1>(a, r, 0);
+        for (; r < r1; ++r) tile_float<Row, 1, 1>(a, r, 0);
         return;
     }
     int64_t r = r0;
