@@ -396,6 +396,35 @@ TEST_CASE("attention over the KV cache matches the reference, for grouped heads 
     }
 }
 
+TEST_CASE("float block scales: 4 rows' scales of a block side by side, made once per weight by the scratch", "[kernels]") {
+    for (dtype type : {dtype::q8_0, dtype::q4_0})
+        for (int64_t rows : {1, 4, 7, 9}) {
+            const int64_t n_blocks = 3, block_bytes = lumen::traits_of(type).block_bytes;
+            std::vector<std::byte> bytes(static_cast<size_t>(rows * n_blocks * block_bytes));
+            for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::byte>(i * 37 + 11);
+            const std::vector<float> scales =
+                lumen::cpu::float_block_scales(bytes.data(), rows, n_blocks * block_bytes, n_blocks, block_bytes);
+            REQUIRE(scales.size() == static_cast<size_t>((rows + 3) / 4 * 4 * n_blocks));
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t b = 0; b < n_blocks; ++b) {
+                    uint16_t h;
+                    std::memcpy(&h, bytes.data() + (r * n_blocks + b) * block_bytes, 2);
+                    const float expected = lumen::detail::fp16_to_fp32(h);
+                    const float got = scales[static_cast<size_t>((r / 4) * n_blocks * 4 + b * 4 + r % 4)];
+                    CHECK(std::memcmp(&got, &expected, sizeof got) == 0);
+                }
+            lumen::tensor_view w;
+            w.type = type;
+            w.n_dims = 2;
+            w.ne = {32 * n_blocks, rows, 1, 1};
+            w.data = bytes.data();
+            lumen::cpu::matmul_scratch scratch;
+            const float* first = scratch.float_scales_for(w);
+            CHECK(std::memcmp(scales.data(), first, scales.size() * sizeof(float)) == 0);  // (NaN scales too)
+            CHECK(scratch.float_scales_for(w) == first);  // kept, not made again
+        }
+}
+
 TEST_CASE("attention's weighted sum of value rows equals the scalar one bit for bit", "[kernels]") {
     for (int64_t n : {1, 7, 8, 9, 48, 64, 65, 128, 200})
         for (int64_t n_rows : {1, 3, 70}) {

@@ -3,7 +3,8 @@
 // Chromium by kernel_test.mjs: every weight type of the wasm table, random weights and activations,
 // odd and even row counts (rows left over from the tiles of 4), 1 to 5 tokens, and the edge cases
 // the relaxed kernels must get right: weight quants of -128, activation quants of +-127, and
-// zero, subnormal, infinite and NaN fp16 scales. Also every half through half4_to_float, and
+// zero, subnormal, infinite and NaN fp16 scales (read from the blocks, and as the float scales
+// matmul() gives the kernels that take them). Also every half through half4_to_float, and
 // attention's weighted sum of value rows.
 // Prints "kernel_test: N checks passed, M failed" and returns 1 on any failure.
 #include <lumen/cpu/attention.hpp>
@@ -144,18 +145,28 @@ void test_matmul(dtype type, int64_t rows, int64_t cols, int64_t n_tokens, bool 
     a.y_stride = rows;
     const matmul_kernel* wasm = wasm_kernels().find(type);
     const matmul_kernel* scalar = scalar_kernels().find(type);
-    a.y = y_wasm.data();
-    wasm->rows(a, 0, rows);
     a.y = y_scalar.data();
     scalar->rows(a, 0, rows);
-    int64_t differing = 0;
-    for (size_t i = 0; i < y_wasm.size(); ++i) differing += !same_bits(y_wasm[i], y_scalar[i]);
-    char what[200];
-    std::snprintf(what, sizeof what, "%s %lld x %lld, %lld tokens%s%s: %lld of %zu outputs differ from the scalar kernel",
-                  std::string(dtype_name(type)).c_str(), static_cast<long long>(rows), static_cast<long long>(cols),
-                  static_cast<long long>(n_tokens), special ? ", special scales" : "", minus_128 ? ", quants of -128" : "",
-                  static_cast<long long>(differing), y_wasm.size());
-    check(differing == 0, what);
+    // the wasm kernel without float scales, and with them where it takes them (as matmul() gives them)
+    std::vector<float> scales;
+    for (bool float_scales : {false, true}) {
+        if (float_scales && !wasm->float_scales) break;
+        if (float_scales) {
+            scales = float_block_scales(w.data(), rows, w_stride, cols / 32, w_stride / (cols / 32));
+            a.w_scales = scales.data();
+        }
+        std::fill(y_wasm.begin(), y_wasm.end(), -1.0f);
+        a.y = y_wasm.data();
+        wasm->rows(a, 0, rows);
+        int64_t differing = 0;
+        for (size_t i = 0; i < y_wasm.size(); ++i) differing += !same_bits(y_wasm[i], y_scalar[i]);
+        char what[200];
+        std::snprintf(what, sizeof what, "%s %lld x %lld, %lld tokens%s%s%s: %lld of %zu outputs differ from the scalar kernel",
+                      std::string(dtype_name(type)).c_str(), static_cast<long long>(rows), static_cast<long long>(cols),
+                      static_cast<long long>(n_tokens), special ? ", special scales" : "", minus_128 ? ", quants of -128" : "",
+                      float_scales ? ", float scales" : "", static_cast<long long>(differing), y_wasm.size());
+        check(differing == 0, what);
+    }
 }
 
 // attention's weighted sum of value rows (SIMD128 for whole vectors) against the scalar one

@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "../error.hpp"
@@ -44,6 +45,7 @@ struct matmul_kernel {
     dtype type;
     activation_format input;
     matmul_rows_fn rows;
+    bool float_scales = false;  // reads matmul_args::w_scales (made once per weight, kept in matmul_scratch)
 };
 
 struct kernel_set {
@@ -108,8 +110,8 @@ inline constexpr matmul_kernel wasm_table[] = {
     {dtype::f32, activation_format::f32, &wasm128::rows_float<wasm128::f32_row>},
     {dtype::f16, activation_format::f32, &wasm128::rows_float<wasm128::f16_row>},
     {dtype::bf16, activation_format::f32, &wasm128::rows_float<wasm128::bf16_row>},
-    {dtype::q8_0, activation_format::q8, &wasm128::rows_q8<wasm128::q8_0_block>},
-    {dtype::q4_0, activation_format::q8, &wasm128::rows_q8<wasm128::q4_0_block>},
+    {dtype::q8_0, activation_format::q8, &wasm128::rows_q8<wasm128::q8_0_block>, true},
+    {dtype::q4_0, activation_format::q8, &wasm128::rows_q8<wasm128::q4_0_block>, true},
     {dtype::q4_k, activation_format::q8, &scalar::rows_kq<scalar::q4_k_block>},
     {dtype::q6_k, activation_format::q8, &scalar::rows_kq<scalar::q6_k_block>},
 };
@@ -153,9 +155,23 @@ inline const kernel_set& default_kernels() {
 #endif
 }
 
-// Memory a matmul needs besides its inputs and outputs (the quantized activations); reused.
+// Memory a matmul needs besides its inputs and outputs, reused: the quantized activations, and
+// the float block scales of the weights whose kernel reads them (the WebAssembly kernels: gathering
+// and converting 4 rows' fp16 scales costs them about as much as the rest of a block's work), made
+// on a weight's first product and kept, by the address of its data, for the scratch's lifetime.
+// (4 bytes per 32 weights: a Q8_0 model grows by an eighth, a Q4_0 one by a fifth.)
 struct matmul_scratch {
     q8_buffer q8;
+    std::unordered_map<const std::byte*, std::vector<float>> float_scales;
+
+    const float* float_scales_for(const tensor_view& w) {
+        auto [it, added] = float_scales.try_emplace(w.data);
+        if (added) {
+            const dtype_traits& t = traits_of(w.type);
+            it->second = float_block_scales(w.data, w.rows(), w.bytes_per_row(), w.cols() / t.block_size, t.block_bytes);
+        }
+        return it->second.data();
+    }
 };
 
 // The kernel for w's type: its own, else the generic one for types lumen can load (dtype_traits
@@ -190,6 +206,7 @@ inline void matmul(const tensor_view& w, const float* x, float* y, int64_t n_tok
     a.x_stride = a.cols;
     a.y = y;
     a.y_stride = w.rows();
+    if (k.float_scales) a.w_scales = scratch.float_scales_for(w);
     q8_activations xq;
     if (k.input == activation_format::q8) {
         if (a.cols % q8_block != 0)

@@ -5,7 +5,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
+#include "../detail/fp16.hpp"
 #include "../tensor.hpp"
 #include "quantize_activations.hpp"
 
@@ -22,7 +25,26 @@ struct matmul_args {
     const q8_activations* xq = nullptr;  // 8-bit activations (kernels of quantized weights)
     float* y = nullptr;             // y[t * y_stride + r]
     int64_t y_stride = 0;           // floats
+    // Optional, for the kernels that ask for it (matmul_kernel::float_scales): the fp16 scales of
+    // W's blocks as floats, 4 rows' scales of a block side by side (see float_block_scales).
+    const float* w_scales = nullptr;
 };
+
+// The fp16 scales of a quantized W (rows, cols), one in the first 2 bytes of each block of
+// block_bytes, as floats: the scale of row r, block b at [(r / 4) * n_blocks * 4 + b * 4 + r % 4],
+// so that a kernel reads the scales of 4 rows for one block as one vector (and the scales of one
+// group of rows in order). Rows past the last whole group of 4 fill part of theirs, the rest is 0.
+inline std::vector<float> float_block_scales(const std::byte* w, int64_t rows, int64_t w_stride, int64_t n_blocks,
+                                             int64_t block_bytes) {
+    std::vector<float> scales(static_cast<size_t>((rows + 3) / 4 * 4 * n_blocks), 0.0f);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t b = 0; b < n_blocks; ++b) {
+            uint16_t h;
+            std::memcpy(&h, w + r * w_stride + b * block_bytes, sizeof h);
+            scales[static_cast<size_t>((r / 4) * n_blocks * 4 + b * 4 + r % 4)] = detail::fp16_to_fp32(h);
+        }
+    return scales;
+}
 
 // Computes y for rows [r0, r1) and every token.
 using matmul_rows_fn = void (*)(const matmul_args& a, int64_t r0, int64_t r1);

@@ -9,7 +9,9 @@
 //                      integer dot products (i32x4.dot_i16x8_s on sign- or zero-extended quants,
 //                      or with relaxed SIMD the 8-bit i32x4.relaxed_dot_i8x16_i7x16_add_s), each 4
 //                      rows' sums reduced into one i32x4 (lane i = row i), then the scalar kernels'
-//                      float step acc = madd(dw * dx, isum, acc) on 4 rows at once.
+//                      float step acc = madd(dw * dx, isum, acc) on 4 rows at once, the 4 dw read as
+//                      one vector from the float scales matmul() makes once per weight
+//                      (matmul_args::w_scales), or gathered from the blocks and converted.
 #pragma once
 
 #include "simd.hpp"
@@ -345,12 +347,14 @@ concept has_prepared_acts = requires { typename Block::prepared_acts; };
 
 // Rows r .. r + 4 G - 1, token t: lane i of acc[g] is row r + 4 g + i. (One token at a time: a
 // tile of 2 tokens needs more than V8's 16 SIMD registers and is slower. G = 2, 8 rows, only for
-// the relaxed block types, whose dot products need few registers.)
-template <class Block, int G, class Acts>
+// the relaxed block types, whose dot products need few registers.) With FloatScales, the blocks'
+// scales come from a.w_scales (r a multiple of 4), else from the blocks' fp16 bits.
+template <class Block, int G, bool FloatScales, class Acts>
 inline void tile_q8(const matmul_args& a, const Acts& acts, int64_t r, int64_t t) {
     const q8_activations& x = *a.xq;
     const std::byte* w = a.w + r * a.w_stride;
     const int64_t ws = a.w_stride;
+    const float* w_scales = FloatScales ? a.w_scales + r * x.n_blocks : nullptr;  // (r / 4) * n_blocks * 4
     v128_t acc[G];
     for (int g = 0; g < G; ++g) acc[g] = wasm_f32x4_splat(0.0f);
     for (int64_t b = 0; b < x.n_blocks; ++b) {
@@ -362,7 +366,8 @@ inline void tile_q8(const matmul_args& a, const Acts& acts, int64_t r, int64_t t
             const v128_t s = wasm_i32x4_add(sum_lanes_4(Block::dot(wb, y), Block::dot(wb + ws, y), Block::dot(wb + 2 * ws, y),
                                                         Block::dot(wb + 3 * ws, y)),
                                             correction);
-            const v128_t scale = wasm_f32x4_mul(scales_4(wb, ws), dx);
+            const v128_t dw = FloatScales ? wasm_v128_load(w_scales + (g * x.n_blocks + b) * 4) : scales_4(wb, ws);
+            const v128_t scale = wasm_f32x4_mul(dw, dx);
             acc[g] = wasm_f32x4_add(wasm_f32x4_mul(scale, wasm_f32x4_convert_i32x4(s)), acc[g]);
         }
     }
@@ -377,16 +382,20 @@ inline void rows_q8(const matmul_args& a, int64_t r0, int64_t r1) {
     const int64_t chunk = std::max<int64_t>(1, 64 * 1024 / std::max<int64_t>(a.cols, 1));
     for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
         const int64_t t1 = std::min(a.n_tokens, t0 + chunk);
-        auto tiles = [&](auto& acts) {
-            acts.prepare(x, t0, t1);
+        auto tiles_with = [&]<bool FloatScales>(auto& acts) {
             int64_t r = r0;
             if constexpr (Block::tile_rows == 8)
                 for (; r + 8 <= r1; r += 8)
-                    for (int64_t t = t0; t < t1; ++t) tile_q8<Block, 2>(a, acts, r, t);
+                    for (int64_t t = t0; t < t1; ++t) tile_q8<Block, 2, FloatScales>(a, acts, r, t);
             for (; r + 4 <= r1; r += 4)
-                for (int64_t t = t0; t < t1; ++t) tile_q8<Block, 1>(a, acts, r, t);
+                for (int64_t t = t0; t < t1; ++t) tile_q8<Block, 1, FloatScales>(a, acts, r, t);
             for (; r < r1; ++r)
                 for (int64_t t = t0; t < t1; ++t) a.y[t * a.y_stride + r] = scalar::dot_q8<Block>(a.w + r * a.w_stride, x, t);
+        };
+        auto tiles = [&](auto& acts) {
+            acts.prepare(x, t0, t1);
+            if (a.w_scales && r0 % 4 == 0) tiles_with.template operator()<true>(acts);
+            else tiles_with.template operator()<false>(acts);
         };
         if constexpr (has_prepared_acts<Block>) {
 #if defined(__EMSCRIPTEN_PTHREADS__)
