@@ -345,12 +345,22 @@ struct direct_acts {
 template <class Block>
 concept has_prepared_acts = requires { typename Block::prepared_acts; };
 
+// Loads one byte of every 64-byte line of [p, p + bytes) and drops it: WebAssembly has no prefetch
+// instruction, but such a load brings the line into the cache all the same (and a wasm load may
+// trap, so no engine removes it).
+inline void touch_lines(const std::byte* p, int64_t bytes) {
+    for (int64_t k = 0; k < bytes; k += 64) (void)*reinterpret_cast<const volatile std::byte*>(p + k);
+}
+
 // Rows r .. r + 4 G - 1, token t: lane i of acc[g] is row r + 4 g + i. (One token at a time: a
 // tile of 2 tokens needs more than V8's 16 SIMD registers and is slower. G = 2, 8 rows, only for
 // the relaxed block types, whose dot products need few registers.) With FloatScales, the blocks'
-// scales come from a.w_scales (r a multiple of 4), else from the blocks' fp16 bits.
+// scales come from a.w_scales (r a multiple of 4), else from the blocks' fp16 bits. Given `next`
+// (the rows of the next tile), each block's step also touches a share of them, so that they are in
+// the cache when their turn comes (the rows of a tile are too short for the hardware prefetchers to
+// ramp up on): 1.8x faster on a matrix larger than the cache, 8% slower on one inside it.
 template <class Block, int G, bool FloatScales, class Acts>
-inline void tile_q8(const matmul_args& a, const Acts& acts, int64_t r, int64_t t) {
+inline void tile_q8(const matmul_args& a, const Acts& acts, int64_t r, int64_t t, const std::byte* next) {
     const q8_activations& x = *a.xq;
     const std::byte* w = a.w + r * a.w_stride;
     const int64_t ws = a.w_stride;
@@ -358,6 +368,7 @@ inline void tile_q8(const matmul_args& a, const Acts& acts, int64_t r, int64_t t
     v128_t acc[G];
     for (int g = 0; g < G; ++g) acc[g] = wasm_f32x4_splat(0.0f);
     for (int64_t b = 0; b < x.n_blocks; ++b) {
+        if (next) touch_lines(next + b * 4 * G * Block::bytes, 4 * G * Block::bytes);  // rows are n_blocks blocks
         const typename Block::act y = acts.at(t, b);
         const v128_t correction = wasm_i32x4_splat(Block::correction(x, t, b));
         const v128_t dx = wasm_f32x4_splat(x.scale(t, b));
@@ -384,11 +395,13 @@ inline void rows_q8(const matmul_args& a, int64_t r0, int64_t r1) {
         const int64_t t1 = std::min(a.n_tokens, t0 + chunk);
         auto tiles_with = [&]<bool FloatScales>(auto& acts) {
             int64_t r = r0;
+            // the next tile's rows, to touch while the first token goes through this one
+            auto next = [&](int64_t r_next, int64_t t) { return t == t0 && r_next + 8 <= r1 ? a.w + r_next * a.w_stride : nullptr; };
             if constexpr (Block::tile_rows == 8)
                 for (; r + 8 <= r1; r += 8)
-                    for (int64_t t = t0; t < t1; ++t) tile_q8<Block, 2, FloatScales>(a, acts, r, t);
+                    for (int64_t t = t0; t < t1; ++t) tile_q8<Block, 2, FloatScales>(a, acts, r, t, next(r + 8, t));
             for (; r + 4 <= r1; r += 4)
-                for (int64_t t = t0; t < t1; ++t) tile_q8<Block, 1, FloatScales>(a, acts, r, t);
+                for (int64_t t = t0; t < t1; ++t) tile_q8<Block, 1, FloatScales>(a, acts, r, t, next(r + 4, t));
             for (; r < r1; ++r)
                 for (int64_t t = t0; t < t1; ++t) a.y[t * a.y_stride + r] = scalar::dot_q8<Block>(a.w + r * a.w_stride, x, t);
         };
