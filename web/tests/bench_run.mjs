@@ -78,7 +78,9 @@ async function browserBench(file, build, threads, relaxed) {
   page.on('pageerror', e => console.log(`  [pageerror] ${e.message}`));
   await page.goto(`${base}/bench.html?${q}`);
   try {
-    await page.waitForFunction(() => document.body.dataset.result, null, {timeout: 300000});
+    // (polled once a second: the default polls on every animation frame, which keeps the renderer and
+    // the browser process busy on a machine of 2 vCPUs)
+    await page.waitForFunction(() => document.body.dataset.result, null, {timeout: 300000, polling: 1000});
   } catch (e) {
     throw new Error(`${path.basename(file)} ${build}${relaxed ? ' relaxed' : ''}: no result; the page says:\n${await page.textContent('#result')}`);
   }
