@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -159,18 +160,23 @@ inline const kernel_set& default_kernels() {
 // the float block scales of the weights whose kernel reads them (the WebAssembly kernels: gathering
 // and converting 4 rows' fp16 scales costs them about as much as the rest of a block's work), made
 // on a weight's first product and kept, by the address of its data, for the scratch's lifetime.
-// (4 bytes per 32 weights: a Q8_0 model grows by an eighth, a Q4_0 one by a fifth.)
+// (4 bytes per 32 weights: a Q8_0 model grows by an eighth, a Q4_0 one by a fifth.) Where memory
+// runs out for them, the weight goes without (nullptr: the kernels read the fp16 scales), for good.
 struct matmul_scratch {
     q8_buffer q8;
-    std::unordered_map<const std::byte*, std::vector<float>> float_scales;
+    std::unordered_map<const std::byte*, std::vector<float>> float_scales;  // empty: could not be made
 
     const float* float_scales_for(const tensor_view& w) {
         auto [it, added] = float_scales.try_emplace(w.data);
         if (added) {
             const dtype_traits& t = traits_of(w.type);
-            it->second = float_block_scales(w.data, w.rows(), w.bytes_per_row(), w.cols() / t.block_size, t.block_bytes);
+            try {
+                it->second = float_block_scales(w.data, w.rows(), w.bytes_per_row(), w.cols() / t.block_size, t.block_bytes);
+            } catch (const std::bad_alloc&) {
+                it->second.clear();
+            }
         }
-        return it->second.data();
+        return it->second.empty() ? nullptr : it->second.data();
     }
 };
 
