@@ -29,6 +29,7 @@
 #include "../tensor.hpp"
 #include "matmul_args.hpp"
 #include "matmul_avx2.hpp"
+#include "matmul_avx512.hpp"
 #include "matmul_kquants.hpp"
 #include "matmul_scalar.hpp"
 #include "matmul_wasm.hpp"
@@ -99,8 +100,13 @@ inline constexpr matmul_kernel avx2_table[] = {
     {dtype::f32, activation_format::f32, &avx2::rows_float<avx2::f32_row>},
     {dtype::f16, activation_format::f32, &avx2::rows_float<avx2::f16_row>},
     {dtype::bf16, activation_format::f32, &avx2::rows_float<avx2::bf16_row>},
+#if defined(LUMEN_CPU_HAVE_AVX512)
+    {dtype::q8_0, activation_format::q8, &avx512::rows_q8<avx512::q8_0_block>},
+    {dtype::q4_0, activation_format::q8, &avx512::rows_q8<avx512::q4_0_block>},
+#else
     {dtype::q8_0, activation_format::q8, &avx2::rows_q8<avx2::q8_0_block>},
     {dtype::q4_0, activation_format::q8, &avx2::rows_q8<avx2::q4_0_block>},
+#endif
     {dtype::q4_k, activation_format::q8, &avx2::rows_kq<avx2::q4_k_super>},
     {dtype::q6_k, activation_format::q8, &avx2::rows_kq<avx2::q6_k_super>},
 };
@@ -129,7 +135,12 @@ inline const kernel_set& scalar_kernels() {
 
 #if defined(LUMEN_CPU_HAVE_AVX2)
 inline const kernel_set& avx2_kernels() {
-    static constexpr kernel_set set{"AVX2", std::begin(kernel_tables::avx2_table),
+#if defined(LUMEN_CPU_HAVE_AVX512)
+    constexpr const char* name = "AVX2+AVX512-VNNI";
+#else
+    constexpr const char* name = "AVX2";
+#endif
+    static constexpr kernel_set set{name, std::begin(kernel_tables::avx2_table),
                                     std::end(kernel_tables::avx2_table), &avx2::quantize_block_q8,
                                     &rows_dequantized<&avx2::rows_float<avx2::f32_row>>};
     return set;

@@ -7,6 +7,9 @@
 //                         or -march=x86-64-v3); the AVX2 kernels are compiled in.
 //   LUMEN_CPU_HAVE_VNNI   AVX-VNNI or AVX-512 VNNI+VL: the AVX2 integer dot products use vpdpbusd
 //                         (unless LUMEN_NO_VNNI is defined; the results are the same either way).
+//   LUMEN_CPU_HAVE_AVX512 also AVX-512 F+BW+VL+VNNI and LUMEN_CPU_HAVE_VNNI (e.g. Ice Lake, Zen 4
+//                         and later): the Q8_0 and Q4_0 matrix-vector tiles take two rows per
+//                         512-bit register (matmul_avx512.hpp), unless LUMEN_NO_AVX512 is defined.
 //   LUMEN_CPU_HAVE_WASM   __wasm_simd128__ (em++ -msimd128).
 //   LUMEN_CPU_HAVE_WASM_RELAXED  also __wasm_relaxed_simd__ and LUMEN_WASM_RELAXED_DOT (the web
 //                         build's relaxed flavours: em++ -mrelaxed-simd, and a post-link step that
@@ -30,6 +33,10 @@
 #if !defined(LUMEN_NO_VNNI) && (defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__)))
 #define LUMEN_CPU_HAVE_VNNI 1
 #endif
+#if defined(LUMEN_CPU_HAVE_VNNI) && !defined(LUMEN_NO_AVX512) && defined(__AVX512F__) && defined(__AVX512BW__) && \
+    defined(__AVX512VL__) && defined(__AVX512VNNI__)
+#define LUMEN_CPU_HAVE_AVX512 1
+#endif
 #endif
 
 #if defined(__wasm_simd128__)
@@ -46,6 +53,8 @@ namespace lumen::cpu {
 constexpr const char* simd_name() {
 #if defined(LUMEN_FORCE_SCALAR)
     return "scalar (forced)";
+#elif defined(LUMEN_CPU_HAVE_AVX512)
+    return "AVX2+AVX512-VNNI";
 #elif defined(LUMEN_CPU_HAVE_AVX2) && defined(LUMEN_CPU_HAVE_VNNI)
     return "AVX2+VNNI";
 #elif defined(LUMEN_CPU_HAVE_AVX2)
