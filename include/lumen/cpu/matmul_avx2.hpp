@@ -212,31 +212,40 @@ inline float dot_q8(const std::byte* row, const q8_activations& x, int64_t t) {
     return acc;
 }
 
+// The scales of 8 blocks ws bytes apart (8 rows' block b) times the activations' dx: the tiles' dw * dx.
+inline __m256 scales_8(const std::byte* block, int64_t ws, float dx) {
+    const __m128i dw_h = _mm_setr_epi16(
+        static_cast<int16_t>(load_u16(block)), static_cast<int16_t>(load_u16(block + ws)),
+        static_cast<int16_t>(load_u16(block + 2 * ws)), static_cast<int16_t>(load_u16(block + 3 * ws)),
+        static_cast<int16_t>(load_u16(block + 4 * ws)), static_cast<int16_t>(load_u16(block + 5 * ws)),
+        static_cast<int16_t>(load_u16(block + 6 * ws)), static_cast<int16_t>(load_u16(block + 7 * ws)));
+    return _mm256_mul_ps(_mm256_cvtph_ps(dw_h), _mm256_set1_ps(dx));
+}
+
+// The 8 rows of the next tile follow a tile's 8 in memory: each block's step of the tile fetches
+// its share of them (rows of quantized weights are too short, ~1 KiB, for the hardware prefetchers
+// to ramp up on). share: 8 rows' bytes / the blocks per row.
+inline void prefetch_share(const char* next, int64_t b, int64_t share) {
+    for (int64_t k = 0; k < share + 63; k += 64) _mm_prefetch(next + b * share + k, _MM_HINT_T0);
+}
+
 // Rows r .. r + 7, one token t: lane i of the accumulator is row r + i.
 template <class Block>
 inline void tile_q8_8x1(const matmul_args& a, int64_t r, int64_t t) {
     const q8_activations& x = *a.xq;
     const std::byte* w = a.w + r * a.w_stride;
     const int64_t ws = a.w_stride;
-    // The 8 rows of the next tile follow these 8 in memory: fetch them while this one runs (rows
-    // of quantized weights are too short, ~1 KiB, for the hardware prefetchers to ramp up on).
     const char* next = reinterpret_cast<const char*>(w + 8 * ws);
-    const int64_t next_step = 8 * ws / std::max<int64_t>(x.n_blocks, 1);
+    const int64_t share = 8 * ws / std::max<int64_t>(x.n_blocks, 1);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < x.n_blocks; ++b) {
-        for (int64_t k = 0; k < next_step + 63; k += 64) _mm_prefetch(next + b * next_step + k, _MM_HINT_T0);
+        prefetch_share(next, b, share);
         const typename Block::act y = Block::activations(x.block(t, b));
         const std::byte* wb = w + b * Block::bytes;
         __m256i v[8];
         for (int i = 0; i < 8; ++i) v[i] = Block::dot(Block::weights(wb + i * ws), y);
         const __m256i s = _mm256_add_epi32(sum_lanes_8(v), _mm256_set1_epi32(Block::correction(x, t, b)));
-        const __m128i dw_h = _mm_setr_epi16(
-            static_cast<int16_t>(load_u16(wb)), static_cast<int16_t>(load_u16(wb + ws)),
-            static_cast<int16_t>(load_u16(wb + 2 * ws)), static_cast<int16_t>(load_u16(wb + 3 * ws)),
-            static_cast<int16_t>(load_u16(wb + 4 * ws)), static_cast<int16_t>(load_u16(wb + 5 * ws)),
-            static_cast<int16_t>(load_u16(wb + 6 * ws)), static_cast<int16_t>(load_u16(wb + 7 * ws)));
-        const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(dw_h), _mm256_set1_ps(x.scale(t, b)));
-        acc = madd(scale, _mm256_cvtepi32_ps(s), acc);
+        acc = madd(scales_8(wb, ws, x.scale(t, b)), _mm256_cvtepi32_ps(s), acc);
     }
     _mm256_storeu_ps(a.y + t * a.y_stride + r, acc);
 }

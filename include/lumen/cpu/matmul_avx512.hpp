@@ -14,6 +14,17 @@
 
 namespace lumen::cpu::avx512 {
 
+// Full masks for the zero-masking forms of the intrinsics: GCC 12's unmasked forms start from an
+// "undefined" vector, which its -Wmaybe-uninitialized takes for a read of an uninitialised one.
+inline constexpr __mmask8 all4 = 0x0f, all8 = 0xff;
+inline constexpr __mmask16 all16 = 0xffff;
+
+inline __m512i bcast(__m256i v) { return _mm512_maskz_broadcast_i64x4(all8, v); }      // [v | v]
+inline __m512i join(__m256i lo, __m256i hi) {  // [lo | hi]
+    return _mm512_mask_broadcast_i64x4(_mm512_maskz_broadcast_i64x4(all4, lo), 0xf0, hi);
+}
+inline __m256i half(__m512i v, int i) { return i == 0 ? _mm512_maskz_extracti64x4_epi64(all4, v, 0) : _mm512_maskz_extracti64x4_epi64(all4, v, 1); }
+
 // Q8_0: the AVX2 block's (w ^ m) |y|, on two rows at once
 struct q8_0_block {
     using avx2_block = avx2::q8_0_block;
@@ -22,10 +33,10 @@ struct q8_0_block {
     };
     static act activations(const int8_t* y) {
         const avx2_block::act a = avx2_block::activations(y);
-        return {_mm512_broadcast_i64x4(a.abs_y), _mm512_broadcast_i64x4(a.negative)};
+        return {bcast(a.abs_y), bcast(a.negative)};
     }
     static __m512i weights(const std::byte* block0, const std::byte* block1) {
-        return _mm512_inserti64x4(_mm512_castsi256_si512(avx2_block::weights(block0)), avx2_block::weights(block1), 1);
+        return join(avx2_block::weights(block0), avx2_block::weights(block1));
     }
     static __m512i dot(__m512i w, const act& y) {
         return _mm512_dpbusd_epi32(_mm512_setzero_si512(), y.abs_y, _mm512_xor_si512(w, y.negative));
@@ -36,13 +47,13 @@ struct q8_0_block {
 struct q4_0_block {
     using avx2_block = avx2::q4_0_block;
     using act = __m512i;
-    static act activations(const int8_t* y) { return _mm512_broadcast_i64x4(avx2_block::activations(y)); }
+    static act activations(const int8_t* y) { return bcast(avx2_block::activations(y)); }
     static __m512i weights(const std::byte* block0, const std::byte* block1) {
-        const __m512i q = _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block0 + 2)))),
-            _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block1 + 2))), 1);
-        const __m512i shift = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 0, 0, 0, 0, 4, 4, 4, 4);
-        return _mm512_and_si512(_mm512_srlv_epi32(q, shift), _mm512_set1_epi8(0x0f));
+        const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block0 + 2));
+        const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block1 + 2));
+        __m512i q = _mm512_mask_broadcast_i32x4(_mm512_maskz_broadcast_i32x4(0x00ff, q0), 0xff00, q1);  // [q0 q0 q1 q1]
+        q = _mm512_mask_srli_epi32(q, 0xf0f0, q, 4);  // the second copy of each: the high nibbles down
+        return _mm512_and_si512(q, _mm512_set1_epi8(0x0f));
     }
     static __m512i dot(__m512i w, act y) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, y); }
 };
@@ -51,11 +62,11 @@ struct q4_0_block {
 // in any order). Per 128-bit quarter j: pair32 and pair64 leave [z0_j, z1_j, z2_j, z3_j] (each
 // quarter's 4 lanes summed); quarters 0 and 1 are rows 0-3, quarters 2 and 3 rows 4-7.
 inline __m256i sum_lanes_8(const __m512i z[4]) {
-    auto pair32 = [](__m512i x, __m512i y) { return _mm512_add_epi32(_mm512_unpacklo_epi32(x, y), _mm512_unpackhi_epi32(x, y)); };
-    auto pair64 = [](__m512i x, __m512i y) { return _mm512_add_epi32(_mm512_unpacklo_epi64(x, y), _mm512_unpackhi_epi64(x, y)); };
+    auto pair32 = [](__m512i x, __m512i y) { return _mm512_add_epi32(_mm512_maskz_unpacklo_epi32(all16, x, y), _mm512_maskz_unpackhi_epi32(all16, x, y)); };
+    auto pair64 = [](__m512i x, __m512i y) { return _mm512_add_epi32(_mm512_maskz_unpacklo_epi64(all8, x, y), _mm512_maskz_unpackhi_epi64(all8, x, y)); };
     const __m512i q = pair64(pair32(z[0], z[1]), pair32(z[2], z[3]));
-    const __m512i s = _mm512_shuffle_i32x4(q, q, _MM_SHUFFLE(3, 1, 2, 0));  // quarters 0, 2 | 1, 3
-    return _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+    const __m512i s = _mm512_maskz_shuffle_i32x4(all16, q, q, _MM_SHUFFLE(3, 1, 2, 0));  // quarters 0, 2 | 1, 3
+    return _mm256_add_epi32(half(s, 0), half(s, 1));
 }
 
 // Rows r .. r + 7, one token t: lane i of the accumulator is row r + i (as avx2::tile_q8_8x1).
@@ -65,23 +76,17 @@ inline void tile_q8_8x1(const matmul_args& a, int64_t r, int64_t t) {
     const q8_activations& x = *a.xq;
     const std::byte* w = a.w + r * a.w_stride;
     const int64_t ws = a.w_stride;
-    const char* next = reinterpret_cast<const char*>(w + 8 * ws);  // the next tile, fetched meanwhile
-    const int64_t next_step = 8 * ws / std::max<int64_t>(x.n_blocks, 1);
+    const char* next = reinterpret_cast<const char*>(w + 8 * ws);
+    const int64_t share = 8 * ws / std::max<int64_t>(x.n_blocks, 1);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < x.n_blocks; ++b) {
-        for (int64_t k = 0; k < next_step + 63; k += 64) _mm_prefetch(next + b * next_step + k, _MM_HINT_T0);
+        avx2::prefetch_share(next, b, share);
         const typename Block::act y = Block::activations(x.block(t, b));
         const std::byte* wb = w + b * base::bytes;
         __m512i z[4];
         for (int k = 0; k < 4; ++k) z[k] = Block::dot(Block::weights(wb + k * ws, wb + (k + 4) * ws), y);
         const __m256i s = _mm256_add_epi32(sum_lanes_8(z), _mm256_set1_epi32(base::correction(x, t, b)));
-        const __m128i dw_h = _mm_setr_epi16(
-            static_cast<int16_t>(avx2::load_u16(wb)), static_cast<int16_t>(avx2::load_u16(wb + ws)),
-            static_cast<int16_t>(avx2::load_u16(wb + 2 * ws)), static_cast<int16_t>(avx2::load_u16(wb + 3 * ws)),
-            static_cast<int16_t>(avx2::load_u16(wb + 4 * ws)), static_cast<int16_t>(avx2::load_u16(wb + 5 * ws)),
-            static_cast<int16_t>(avx2::load_u16(wb + 6 * ws)), static_cast<int16_t>(avx2::load_u16(wb + 7 * ws)));
-        const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(dw_h), _mm256_set1_ps(x.scale(t, b)));
-        acc = avx2::madd(scale, _mm256_cvtepi32_ps(s), acc);
+        acc = avx2::madd(avx2::scales_8(wb, ws, x.scale(t, b)), _mm256_cvtepi32_ps(s), acc);
     }
     _mm256_storeu_ps(a.y + t * a.y_stride + r, acc);
 }
