@@ -229,6 +229,20 @@ inline void prefetch_share(const char* next, int64_t b, int64_t share) {
     for (int64_t k = 0; k < share + 63; k += 64) _mm_prefetch(next + b * share + k, _MM_HINT_T0);
 }
 
+// The integer dot products of 8 rows' blocks (at wb, ws bytes apart) with the activation block y,
+// lane i = row i, before the correction: the block type's own sums_8 where it has one (the AVX-512
+// blocks, matmul_avx512.hpp), else one dot per row and their lanes summed.
+template <class Block>
+inline __m256i sums_8(const std::byte* wb, int64_t ws, const typename Block::act& y) {
+    if constexpr (requires { Block::sums_8(wb, ws, y); }) {
+        return Block::sums_8(wb, ws, y);
+    } else {
+        __m256i v[8];
+        for (int i = 0; i < 8; ++i) v[i] = Block::dot(Block::weights(wb + i * ws), y);
+        return sum_lanes_8(v);
+    }
+}
+
 // Rows r .. r + 7, one token t: lane i of the accumulator is row r + i.
 template <class Block>
 inline void tile_q8_8x1(const matmul_args& a, int64_t r, int64_t t) {
@@ -242,9 +256,7 @@ inline void tile_q8_8x1(const matmul_args& a, int64_t r, int64_t t) {
         prefetch_share(next, b, share);
         const typename Block::act y = Block::activations(x.block(t, b));
         const std::byte* wb = w + b * Block::bytes;
-        __m256i v[8];
-        for (int i = 0; i < 8; ++i) v[i] = Block::dot(Block::weights(wb + i * ws), y);
-        const __m256i s = _mm256_add_epi32(sum_lanes_8(v), _mm256_set1_epi32(Block::correction(x, t, b)));
+        const __m256i s = _mm256_add_epi32(sums_8<Block>(wb, ws, y), _mm256_set1_epi32(Block::correction(x, t, b)));
         acc = madd(scales_8(wb, ws, x.scale(t, b)), _mm256_cvtepi32_ps(s), acc);
     }
     _mm256_storeu_ps(a.y + t * a.y_stride + r, acc);

@@ -3,8 +3,7 @@
 //
 // z[k] = [row k's block | row k + 4's block] (32 bytes each: Q8_0's quants, Q4_0's nibbles as
 // bytes), against the activation block in both halves: one vpdpbusd takes two rows' dot products,
-// four take the tile's eight, and their lane sums come out of a shorter reduction (sum_lanes_8
-// below). The integer sums are the AVX2 tile's, and so is everything after them (the scales, the
+// four take the tile's eight, and their lane sums come out of a shorter reduction (sum_lanes_8). The integer sums are the AVX2 tile's, and so is everything after them (the scales, the
 // float step), so the results are the same bits. Prompts (several tokens) keep the AVX2 tiles.
 #pragma once
 
@@ -25,9 +24,30 @@ inline __m512i join(__m256i lo, __m256i hi) {  // [lo | hi]
 }
 inline __m256i half(__m512i v, int i) { return i == 0 ? _mm512_maskz_extracti64x4_epi64(all4, v, 0) : _mm512_maskz_extracti64x4_epi64(all4, v, 1); }
 
+// z[k] = [row k's 8 lanes | row k + 4's] -> lane i = the sum of row i's lanes (integer adds: exact
+// in any order). Per 128-bit quarter j: pair32 and pair64 leave [z0_j, z1_j, z2_j, z3_j] (each
+// quarter's 4 lanes summed); quarters 0 and 1 are rows 0-3, quarters 2 and 3 rows 4-7.
+inline __m256i sum_lanes_8(const __m512i z[4]) {
+    auto pair32 = [](__m512i x, __m512i y) { return _mm512_add_epi32(_mm512_maskz_unpacklo_epi32(all16, x, y), _mm512_maskz_unpackhi_epi32(all16, x, y)); };
+    auto pair64 = [](__m512i x, __m512i y) { return _mm512_add_epi32(_mm512_maskz_unpacklo_epi64(all8, x, y), _mm512_maskz_unpackhi_epi64(all8, x, y)); };
+    const __m512i q = pair64(pair32(z[0], z[1]), pair32(z[2], z[3]));
+    const __m512i s = _mm512_maskz_shuffle_i32x4(all16, q, q, _MM_SHUFFLE(3, 1, 2, 0));  // quarters 0, 2 | 1, 3
+    return _mm256_add_epi32(half(s, 0), half(s, 1));
+}
+
+// The 8 rows' sums of a block type with dot(weights(row k, row k + 4), y) (2 rows per register).
+template <class Block>
+inline __m256i sums_8_in_pairs(const std::byte* wb, int64_t ws, const typename Block::act& y) {
+    __m512i z[4];
+    for (int k = 0; k < 4; ++k) z[k] = Block::dot(Block::weights(wb + k * ws, wb + (k + 4) * ws), y);
+    return sum_lanes_8(z);
+}
+
 // Q8_0: the AVX2 block's (w ^ m) |y|, on two rows at once
 struct q8_0_block {
     using avx2_block = avx2::q8_0_block;
+    static constexpr int64_t bytes = avx2_block::bytes;
+    static int32_t correction(const q8_activations& x, int64_t t, int64_t b) { return avx2_block::correction(x, t, b); }
     struct act {
         __m512i abs_y, negative;
     };
@@ -41,11 +61,14 @@ struct q8_0_block {
     static __m512i dot(__m512i w, const act& y) {
         return _mm512_dpbusd_epi32(_mm512_setzero_si512(), y.abs_y, _mm512_xor_si512(w, y.negative));
     }
+    static __m256i sums_8(const std::byte* wb, int64_t ws, const act& y) { return sums_8_in_pairs<q8_0_block>(wb, ws, y); }
 };
 
 // Q4_0: nibbles (unsigned) against the activation quants
 struct q4_0_block {
     using avx2_block = avx2::q4_0_block;
+    static constexpr int64_t bytes = avx2_block::bytes;
+    static int32_t correction(const q8_activations& x, int64_t t, int64_t b) { return avx2_block::correction(x, t, b); }
     using act = __m512i;
     static act activations(const int8_t* y) { return bcast(avx2_block::activations(y)); }
     static __m512i weights(const std::byte* block0, const std::byte* block1) {
@@ -56,45 +79,15 @@ struct q4_0_block {
         return _mm512_and_si512(q, _mm512_set1_epi8(0x0f));
     }
     static __m512i dot(__m512i w, act y) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, y); }
+    static __m256i sums_8(const std::byte* wb, int64_t ws, act y) { return sums_8_in_pairs<q4_0_block>(wb, ws, y); }
 };
 
-// z[k] = [row k's 8 lanes | row k + 4's] -> lane i = the sum of row i's lanes (integer adds: exact
-// in any order). Per 128-bit quarter j: pair32 and pair64 leave [z0_j, z1_j, z2_j, z3_j] (each
-// quarter's 4 lanes summed); quarters 0 and 1 are rows 0-3, quarters 2 and 3 rows 4-7.
-inline __m256i sum_lanes_8(const __m512i z[4]) {
-    auto pair32 = [](__m512i x, __m512i y) { return _mm512_add_epi32(_mm512_maskz_unpacklo_epi32(all16, x, y), _mm512_maskz_unpackhi_epi32(all16, x, y)); };
-    auto pair64 = [](__m512i x, __m512i y) { return _mm512_add_epi32(_mm512_maskz_unpacklo_epi64(all8, x, y), _mm512_maskz_unpackhi_epi64(all8, x, y)); };
-    const __m512i q = pair64(pair32(z[0], z[1]), pair32(z[2], z[3]));
-    const __m512i s = _mm512_maskz_shuffle_i32x4(all16, q, q, _MM_SHUFFLE(3, 1, 2, 0));  // quarters 0, 2 | 1, 3
-    return _mm256_add_epi32(half(s, 0), half(s, 1));
-}
-
-// Rows r .. r + 7, one token t: lane i of the accumulator is row r + i (as avx2::tile_q8_8x1).
-template <class Block>
-inline void tile_q8_8x1(const matmul_args& a, int64_t r, int64_t t) {
-    using base = typename Block::avx2_block;
-    const q8_activations& x = *a.xq;
-    const std::byte* w = a.w + r * a.w_stride;
-    const int64_t ws = a.w_stride;
-    const char* next = reinterpret_cast<const char*>(w + 8 * ws);
-    const int64_t share = 8 * ws / std::max<int64_t>(x.n_blocks, 1);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < x.n_blocks; ++b) {
-        avx2::prefetch_share(next, b, share);
-        const typename Block::act y = Block::activations(x.block(t, b));
-        const std::byte* wb = w + b * base::bytes;
-        __m512i z[4];
-        for (int k = 0; k < 4; ++k) z[k] = Block::dot(Block::weights(wb + k * ws, wb + (k + 4) * ws), y);
-        const __m256i s = _mm256_add_epi32(sum_lanes_8(z), _mm256_set1_epi32(base::correction(x, t, b)));
-        acc = avx2::madd(avx2::scales_8(wb, ws, x.scale(t, b)), _mm256_cvtepi32_ps(s), acc);
-    }
-    _mm256_storeu_ps(a.y + t * a.y_stride + r, acc);
-}
-
+// The AVX2 driver and tiles (avx2::tile_q8_8x1 takes these blocks' sums_8); prompts and the rows
+// left over from the tiles keep the AVX2 blocks.
 template <class Block>
 inline void rows_q8(const matmul_args& a, int64_t r0, int64_t r1) {
     using base = typename Block::avx2_block;
-    avx2::rows_tiled<&tile_q8_8x1<Block>, &avx2::tile_q8_2x4<base>, &avx2::dot_q8<base>>(a, r0, r1);
+    avx2::rows_tiled<&avx2::tile_q8_8x1<Block>, &avx2::tile_q8_2x4<base>, &avx2::dot_q8<base>>(a, r0, r1);
 }
 
 }  // namespace lumen::cpu::avx512
