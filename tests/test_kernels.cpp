@@ -423,6 +423,16 @@ TEST_CASE("float block scales: 4 rows' scales of a block side by side, made once
             CHECK(std::memcmp(scales.data(), first, scales.size() * sizeof(float)) == 0);  // (NaN scales too)
             CHECK(scratch.float_scales_for(w) == first);  // kept, not made again
         }
+    // where they cannot be made, the weight goes without (the kernels then read the fp16 scales)
+    std::vector<std::byte> block(34);
+    lumen::tensor_view huge;
+    huge.type = dtype::q8_0;
+    huge.n_dims = 2;
+    huge.ne = {32, int64_t{1} << 62, 1, 1};  // more scales than a vector can hold; never read
+    huge.data = block.data();
+    lumen::cpu::matmul_scratch scratch;
+    CHECK(scratch.float_scales_for(huge) == nullptr);
+    CHECK(scratch.float_scales_for(huge) == nullptr);
 }
 
 TEST_CASE("attention's weighted sum of value rows equals the scalar one bit for bit", "[kernels]") {

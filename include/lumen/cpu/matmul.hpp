@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -184,6 +185,8 @@ struct matmul_scratch {
             try {
                 it->second = float_block_scales(w.data, w.rows(), w.bytes_per_row(), w.cols() / t.block_size, t.block_bytes);
             } catch (const std::bad_alloc&) {
+                it->second.clear();
+            } catch (const std::length_error&) {  // more floats than a vector can hold
                 it->second.clear();
             }
         }
