@@ -173,11 +173,6 @@ inline void rows_float(const matmul_args& a, int64_t r0, int64_t r1) {
 // summed into each lane, one instruction (vpdpbusd) where the CPU has AVX-VNNI. Its result is
 // defined only when the second operand is in 0..127, and then it is exact; the kernels keep it so.
 
-inline int32_t sum_lanes(v128_t v) {
-    return wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2) +
-           wasm_i32x4_extract_lane(v, 3);
-}
-
 // A Q4_0 block's 32 nibbles as bytes: elements 0..15 (the low nibbles) and 16..31 (the high ones).
 struct nibbles {
     v128_t lo, hi;

@@ -169,10 +169,8 @@ inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum,
         const v128_t hi16 = wasm_i16x8_narrow_i32x4(i32[4 * i + 2], i32[4 * i + 3]);
         wasm_v128_store(q + 16 * i, wasm_i8x16_narrow_i16x8(lo16, hi16));
     }
-    *sum = wasm_i32x4_extract_lane(s, 0) + wasm_i32x4_extract_lane(s, 1) + wasm_i32x4_extract_lane(s, 2) +
-           wasm_i32x4_extract_lane(s, 3);
-    *neg_sum = wasm_i32x4_extract_lane(negative, 0) + wasm_i32x4_extract_lane(negative, 1) +
-               wasm_i32x4_extract_lane(negative, 2) + wasm_i32x4_extract_lane(negative, 3);
+    *sum = sum_lanes(s);
+    *neg_sum = sum_lanes(negative);
     *d = amax / 127.0f;
 }
 

@@ -136,4 +136,16 @@ inline __m256i dot_u8s8(__m256i u, __m256i s) {
 }  // namespace avx2
 #endif
 
+#if defined(LUMEN_CPU_HAVE_WASM)
+namespace wasm128 {
+
+// The sum of the 4 int32 lanes of v.
+inline int32_t sum_lanes(v128_t v) {
+    return wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2) +
+           wasm_i32x4_extract_lane(v, 3);
+}
+
+}  // namespace wasm128
+#endif
+
 }  // namespace lumen::cpu
