@@ -630,3 +630,32 @@ TEST_CASE("duplicate keys, duplicate tensors, bad bools and unknown value types 
     deep.u32(0).u64(0);
     require_gguf_error(deep.write("deep_nesting"), "'k.deep'");
 }
+
+TEST_CASE("release_file_pages drops the pages of a mapped file (its bytes read back unchanged) and nothing else", "[gguf]") {
+    const size_t n = 256 * 1024;  // 64 pages of 4 KiB
+    std::vector<std::byte> bytes(n);
+    for (size_t i = 0; i < n; ++i) bytes[i] = static_cast<std::byte>((i * 131 + 7) % 251);
+    const std::string path = tmp_path("release_pages");
+    write_bytes(path, bytes.data(), n);
+    const std::byte* old_data = nullptr;
+    {
+        const lumen::detail::byte_source mapped = lumen::detail::byte_source::map_file(path);
+        REQUIRE(mapped.size() == n);
+        REQUIRE(std::memcmp(mapped.data(), bytes.data(), n) == 0);  // all pages in
+        // only whole pages inside the range go: [1000, n - 1000) holds 62 of them
+        CHECK(lumen::detail::release_file_pages(mapped.data() + 1000, n - 2000) > 0);
+        CHECK(lumen::detail::release_file_pages(mapped.data() + 1000, 2000) == 0);  // no whole page
+        CHECK(std::memcmp(mapped.data(), bytes.data(), n) == 0);                   // read again from the file
+        CHECK(lumen::detail::release_file_pages(mapped.data() + n - 8192, 16384) == 0);  // runs past the mapping
+        old_data = mapped.data();
+    }
+    CHECK(lumen::detail::release_file_pages(old_data, n) == 0);  // unmapped: no longer a file mapping
+
+    // memory that is not a file mapping keeps its pages (releasing them would zero it)
+    const lumen::detail::byte_source buffer = lumen::detail::byte_source::from_buffer(bytes);
+    CHECK(lumen::detail::release_file_pages(buffer.data(), n) == 0);
+    CHECK(std::memcmp(buffer.data(), bytes.data(), n) == 0);
+    std::vector<std::byte> heap(bytes);
+    CHECK(lumen::detail::release_file_pages(heap.data(), n) == 0);
+    CHECK(heap == bytes);
+}

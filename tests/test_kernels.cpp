@@ -573,3 +573,75 @@ TEST_CASE("rmsnorm and softmax are bit-identical to llama2.c's", "[kernels]") {
     lumen::cpu::softmax(mine.data(), size);
     CHECK(mine == s);
 }
+
+TEST_CASE("repacked Q8_0 and Q4_0 weights (the AVX-512 kernels' 16-row groups) give the scalar results bit for bit", "[kernels]") {
+#if !defined(LUMEN_CPU_HAVE_AVX512)
+    SUCCEED("no AVX-512 kernels in this build: nothing is repacked");
+#else
+    thread_pool pool(2);
+    const lumen::cpu::kernel_set& ks = lumen::cpu::avx2_kernels();  // (the default set, unless forced scalar)
+    for (dtype type : {dtype::q8_0, dtype::q4_0}) {
+        const lumen::cpu::matmul_kernel& k = *ks.find(type);
+        REQUIRE(k.pack != nullptr);
+        for (int64_t rows : {16, 35, 64})
+            for (int64_t cols : {32, 96, 320})
+                for (int64_t n_tokens : {1, 2, 3, 4, 5, 9}) {
+                    INFO("type " << lumen::dtype_name(type) << ", rows " << rows << ", cols " << cols << ", tokens " << n_tokens);
+                    const weight w = make_weight(type, rows, cols, static_cast<uint32_t>(rows * cols));
+                    const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 17, -2.0f, 2.0f);
+                    const std::vector<float> expected = run_matmul(w, x, n_tokens, pool, lumen::cpu::scalar_kernels());
+
+                    lumen::cpu::matmul_scratch scratch;
+                    std::vector<float> y(expected.size(), NAN);
+                    lumen::cpu::matmul(w.view, x.data(), y.data(), n_tokens, pool, scratch, ks);
+                    REQUIRE(std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)) == 0);
+                    REQUIRE(scratch.packed.size() == 1);  // made once, for the whole groups only
+                    const lumen::cpu::packed_weight* p = scratch.packed_for(w.view, k, pool);
+                    REQUIRE(p != nullptr);
+                    CHECK(p->rows == rows / 16 * 16);
+
+                    // any row range: partial groups at either end go through the unpacked kernels
+                    lumen::cpu::q8_buffer buffer;
+                    const lumen::cpu::q8_activations xq = buffer.view(n_tokens, cols);
+                    lumen::cpu::quantize_tokens(ks.quantize_block, x.data(), xq, 0, n_tokens);
+                    lumen::cpu::matmul_args a;
+                    a.type = type;
+                    a.w = w.view.data;
+                    a.w_stride = w.view.bytes_per_row();
+                    a.cols = cols;
+                    a.n_tokens = n_tokens;
+                    a.xq = &xq;
+                    a.y_stride = rows;
+                    a.w_packed = p->data.get();
+                    a.packed_rows = p->rows;
+                    for (auto [r0, r1] : {std::pair<int64_t, int64_t>{5, rows}, {0, rows - 3}, {3, 19}, {16, 32}}) {
+                        r1 = std::min(r1, rows);
+                        if (r1 <= r0) continue;
+                        std::vector<float> part(y.size(), NAN);
+                        a.y = part.data();
+                        k.rows(a, r0, r1);
+                        for (int64_t t = 0; t < n_tokens; ++t)
+                            for (int64_t r = r0; r < r1; ++r) {
+                                const size_t i = static_cast<size_t>(t * rows + r);
+                                INFO("rows [" << r0 << ", " << r1 << "), row " << r << ", token " << t);
+                                REQUIRE(std::memcmp(&part[i], &expected[i], sizeof(float)) == 0);
+                            }
+                    }
+
+                    // repacking off: the kernels read the stored layout, same results, nothing kept
+                    lumen::cpu::matmul_scratch unpacked;
+                    unpacked.pack_weights = false;
+                    std::fill(y.begin(), y.end(), NAN);
+                    lumen::cpu::matmul(w.view, x.data(), y.data(), n_tokens, pool, unpacked, ks);
+                    REQUIRE(std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)) == 0);
+                    CHECK(unpacked.packed.empty());
+                }
+    }
+    // Q8_0 quants of -128 become 0 once stored + 128: still the scalar results
+    weight w = make_weight(dtype::q8_0, 32, 64, 3);
+    for (size_t block = 0; block < w.bytes.size(); block += lumen::block_q8_0_bytes)
+        for (size_t j = 0; j < 32; j += 3) w.bytes[block + 2 + j] = std::byte{0x80};
+    const std::vector<float> x = random_floats(2 * 64, 19, -2.0f, 2.0f);
+    CHECK(run_matmul(w, x, 2, pool, ks) == run_matmul(w, x, 2, pool, lumen::cpu::scalar_kernels()));
+#endif
+}

@@ -23,13 +23,14 @@ struct context_options {
     int64_t n_ctx = 0;      // positions in the KV cache; 0 = the model's training context, at most 4096
     int64_t n_batch = 512;  // tokens per forward pass while processing a prompt
     int n_threads = 0;      // CPU threads; 0 = all hardware threads
+    bool repack = true;     // CPU: repack Q8_0/Q4_0 weights for kernels that read another layout (AVX-512)
 };
 
 class context {
 public:
     explicit context(const model& m, context_options options = {})
         : model_(&m),
-          backend_(std::make_unique<cpu::cpu_backend>(resolve_threads(options.n_threads))),
+          backend_(std::make_unique<cpu::cpu_backend>(resolve_threads(options.n_threads), options.repack)),
           state_(m.config(), resolve_ctx(m, options.n_ctx),
                  std::clamp<int64_t>(options.n_batch, 1, resolve_ctx(m, options.n_ctx))) {}
     // A context keeps a pointer to its model, so it cannot be made from a temporary.

@@ -17,7 +17,11 @@ namespace lumen::cpu {
 
 class cpu_backend final : public backend {
 public:
-    explicit cpu_backend(int n_threads) : pool_(n_threads < 1 ? 1 : n_threads) {}
+    // repack: let the kernels that read weights in a layout of their own (matmul_packed.hpp) repack
+    // each weight on its first product (see matmul_scratch).
+    explicit cpu_backend(int n_threads, bool repack = true) : pool_(n_threads < 1 ? 1 : n_threads) {
+        scratch_.pack_weights = repack;
+    }
 
     std::string_view name() const override { return "cpu"; }
     int n_threads() const override { return pool_.size(); }
@@ -66,7 +70,7 @@ private:
     }
 
     thread_pool pool_;
-    matmul_scratch scratch_;     // quantized activations, grown to the largest batch once
+    matmul_scratch scratch_;     // quantized activations, grown to the largest batch once; repacked weights
     std::vector<float> scores_;  // (n_heads, attention_query_block, n_ctx) attention scores
 };
 

@@ -19,12 +19,15 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "../detail/mapped_file.hpp"
 #include "../error.hpp"
 #include "../quant.hpp"
 #include "../tensor.hpp"
@@ -32,6 +35,7 @@
 #include "matmul_avx2.hpp"
 #include "matmul_avx512.hpp"
 #include "matmul_kquants.hpp"
+#include "matmul_packed.hpp"
 #include "matmul_scalar.hpp"
 #include "matmul_wasm.hpp"
 #include "quantize_activations.hpp"
@@ -49,6 +53,8 @@ struct matmul_kernel {
     activation_format input;
     matmul_rows_fn rows;
     bool float_scales = false;  // reads matmul_args::w_scales (made once per weight, kept in matmul_scratch)
+    pack_fn pack = nullptr;     // reads matmul_args::w_packed, groups of pack_rows rows repacked by this
+    int64_t pack_rows = 0;
 };
 
 struct kernel_set {
@@ -102,8 +108,10 @@ inline constexpr matmul_kernel avx2_table[] = {
     {dtype::f16, activation_format::f32, &avx2::rows_float<avx2::f16_row>},
     {dtype::bf16, activation_format::f32, &avx2::rows_float<avx2::bf16_row>},
 #if defined(LUMEN_CPU_HAVE_AVX512)
-    {dtype::q8_0, activation_format::q8, &avx512::rows_q8<avx512::q8_0_block>},
-    {dtype::q4_0, activation_format::q8, &avx512::rows_q8<avx512::q4_0_block>},
+    {dtype::q8_0, activation_format::q8, &avx512::rows_packed<avx512::packed_q8_0>, false,
+     &avx512::pack_group<avx512::packed_q8_0>, avx512::packed_group_rows},
+    {dtype::q4_0, activation_format::q8, &avx512::rows_packed<avx512::packed_q4_0>, false,
+     &avx512::pack_group<avx512::packed_q4_0>, avx512::packed_group_rows},
 #else
     {dtype::q8_0, activation_format::q8, &avx2::rows_q8<avx2::q8_0_block>},
     {dtype::q4_0, activation_format::q8, &avx2::rows_q8<avx2::q4_0_block>},
@@ -168,15 +176,32 @@ inline const kernel_set& default_kernels() {
 #endif
 }
 
+// A weight's rows repacked for its kernel (matmul_kernel::pack): rows [0, rows) in groups.
+struct packed_weight {
+    struct free_memory {
+        size_t bytes;
+        void operator()(std::byte* p) const { detail::free_weight_memory(p, bytes); }
+    };
+    std::unique_ptr<std::byte, free_memory> data{nullptr, free_memory{0}};  // null: could not be made
+    int64_t rows = 0;
+};
+
 // Memory a matmul needs besides its inputs and outputs, reused: the quantized activations, and
-// the float block scales of the weights whose kernel reads them (the WebAssembly kernels: gathering
-// and converting 4 rows' fp16 scales costs them about as much as the rest of a block's work), made
-// on a weight's first product and kept, by the address of its data, for the scratch's lifetime.
-// (4 bytes per 32 weights: a Q8_0 model grows by an eighth, a Q4_0 one by a fifth.) Where memory
-// runs out for them, the weight goes without (nullptr: the kernels read the fp16 scales), for good.
+// what some kernels make of a weight on its first product and keep, by the address of its data,
+// for the scratch's lifetime:
+// - float block scales (the WebAssembly kernels: gathering and converting 4 rows' fp16 scales costs
+//   them about as much as the rest of a block's work). 4 bytes per 32 weights: a Q8_0 model grows by
+//   an eighth, a Q4_0 one by a fifth.
+// - repacked rows (the AVX-512 kernels, matmul_packed.hpp): the same bytes in another order. Once a
+//   weight is repacked, the pages of its rows in a mapped model file are released (the kernels no
+//   longer read them), so the process holds each weight once, not twice. Off when pack_weights is
+//   false (then the kernels read the file's layout, slower).
+// Where memory runs out for them, the weight goes without (nullptr: the kernels read W as it is).
 struct matmul_scratch {
     q8_buffer q8;
+    bool pack_weights = true;
     std::unordered_map<const std::byte*, std::vector<float>> float_scales;  // empty: could not be made
+    std::unordered_map<const std::byte*, packed_weight> packed;
 
     const float* float_scales_for(const tensor_view& w) {
         auto [it, added] = float_scales.try_emplace(w.data);
@@ -191,6 +216,30 @@ struct matmul_scratch {
             }
         }
         return it->second.empty() ? nullptr : it->second.data();
+    }
+
+    // w's whole groups of k.pack_rows rows repacked by k.pack (made on the pool, once), or nullptr.
+    const packed_weight* packed_for(const tensor_view& w, const matmul_kernel& k, thread_pool& pool) {
+        auto [it, added] = packed.try_emplace(w.data);
+        packed_weight& p = it->second;
+        if (added) {
+            const int64_t group = k.pack_rows, stride = w.bytes_per_row();
+            const int64_t n_groups = w.rows() / group, group_bytes = group * stride;
+            const int64_t n_blocks = w.cols() / traits_of(w.type).block_size;
+            if (n_groups == 0 || n_groups > std::numeric_limits<int64_t>::max() / group_bytes) return nullptr;
+            try {
+                const auto bytes = static_cast<size_t>(n_groups * group_bytes);
+                p.data = {detail::allocate_weight_memory(bytes), packed_weight::free_memory{bytes}};
+            } catch (const std::bad_alloc&) {
+                return nullptr;
+            }
+            pool.parallel_for(n_groups, [&](int64_t g0, int64_t g1) {
+                for (int64_t g = g0; g < g1; ++g) k.pack(w.data + g * group_bytes, stride, n_blocks, p.data.get() + g * group_bytes);
+            });
+            p.rows = n_groups * group;
+            detail::release_file_pages(w.data, static_cast<size_t>(n_groups * group_bytes));
+        }
+        return p.data ? &p : nullptr;
     }
 };
 
@@ -227,6 +276,11 @@ inline void matmul(const tensor_view& w, const float* x, float* y, int64_t n_tok
     a.y = y;
     a.y_stride = w.rows();
     if (k.float_scales) a.w_scales = scratch.float_scales_for(w);
+    if (k.pack && scratch.pack_weights)
+        if (const packed_weight* p = scratch.packed_for(w, k, pool)) {
+            a.w_packed = p->data.get();
+            a.packed_rows = p->rows;
+        }
     q8_activations xq;
     if (k.input == activation_format::q8) {
         if (a.cols % q8_block != 0)

@@ -28,6 +28,11 @@ struct matmul_args {
     // Optional, for the kernels that ask for it (matmul_kernel::float_scales): the fp16 scales of
     // W's blocks as floats, 4 rows' scales of a block side by side (see float_block_scales).
     const float* w_scales = nullptr;
+    // Optional, for the kernels that ask for it (matmul_kernel::pack): the rows [0, packed_rows) of
+    // W repacked by the kernel's pack function (see matmul_packed.hpp); the kernels read those rows
+    // there and the others at w.
+    const std::byte* w_packed = nullptr;
+    int64_t packed_rows = 0;
 };
 
 // The fp16 scales of a quantized W (rows, cols), one in the first 2 bytes of each block of
@@ -48,5 +53,9 @@ inline std::vector<float> float_block_scales(const std::byte* w, int64_t rows, i
 
 // Computes y for rows [r0, r1) and every token.
 using matmul_rows_fn = void (*)(const matmul_args& a, int64_t r0, int64_t r1);
+
+// Repacks one group of pack_rows rows (at w, w_stride bytes apart, n_blocks blocks each) into the
+// same number of bytes at out, in the layout of the kernel that asks for it.
+using pack_fn = void (*)(const std::byte* w, int64_t w_stride, int64_t n_blocks, std::byte* out);
 
 }  // namespace lumen::cpu
