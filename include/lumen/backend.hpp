@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -24,6 +25,12 @@ struct attention_shape {
     int64_t n_ctx;       // positions the caches can hold (scratch is sized for it once)
 };
 
+// One of several products that share their input (backend::matmul_many): Y = X @ W^T into y.
+struct matmul_product {
+    const tensor_view* w;
+    float* y;  // (n, w->rows())
+};
+
 class backend {
 public:
     virtual ~backend() = default;
@@ -32,6 +39,11 @@ public:
 
     // Y (n, rows) = X (n, cols) @ W^T for a weight W (rows, cols) of any supported dtype.
     virtual void matmul(const tensor_view& w, const float* x, float* y, int64_t n) = 0;
+    // The same for several weights of the same input (a layer's query, key and value projections):
+    // each product's Y (n, rows_i) = X (n, cols) @ W_i^T. A backend may run them as one job.
+    virtual void matmul_many(std::span<const matmul_product> products, const float* x, int64_t n) {
+        for (const matmul_product& p : products) matmul(*p.w, x, p.y, n);
+    }
     // out (n, dim) = x / sqrt(mean(x^2) + eps) * weight (dim,), row by row.
     virtual void rmsnorm(float* out, const float* x, const float* weight, int64_t n, int64_t dim, float eps) = 0;
     // Rotates adjacent pairs (2i, 2i+1) of the first rope_dims of each head of x (n, n_heads * head_dim);

@@ -143,9 +143,8 @@ inline void llama_forward(const model_config& c, const llama_weights& w, backend
 
         // Attention: x = x + wo(attention(rope(wq h), rope(wk h), wv h)), h = rmsnorm(x)
         be.rmsnorm(h, x, L.attn_norm->data_as_f32(), n, dim, c.rms_norm_eps);
-        be.matmul(*L.wq, h, q, n);                                         // q (n, q_dim)
-        be.matmul(*L.wk, h, k, n);                                         // k (n, kv_dim), into the cache
-        be.matmul(*L.wv, h, v, n);                                         // v (n, kv_dim), into the cache
+        const matmul_product qkv[] = {{L.wq, q}, {L.wk, k}, {L.wv, v}};
+        be.matmul_many(qkv, h, n);  // q = wq h (n, q_dim); k = wk h, v = wv h (n, kv_dim), into the cache
         be.rope(q, n, c.n_heads, c.head_dim, c.rope_dims, pos0, c.rope_freq_base);
         be.rope(k, n, c.n_kv_heads, c.head_dim, c.rope_dims, pos0, c.rope_freq_base);
         be.attention(attn, q, k_cache, v_cache, {n, pos0, c.n_heads, c.n_kv_heads, c.head_dim, kv_dim, s.n_ctx()});
@@ -154,8 +153,8 @@ inline void llama_forward(const model_config& c, const llama_weights& w, backend
 
         // Feed-forward: x = x + w_down(silu(w_gate h) * w_up h), h = rmsnorm(x)
         be.rmsnorm(h, x, L.ffn_norm->data_as_f32(), n, dim, c.rms_norm_eps);
-        be.matmul(*L.w_gate, h, gate, n);                                  // gate (n, hidden)
-        be.matmul(*L.w_up, h, up, n);                                      // up (n, hidden)
+        const matmul_product gate_up[] = {{L.w_gate, gate}, {L.w_up, up}};
+        be.matmul_many(gate_up, h, n);  // gate = w_gate h, up = w_up h (n, hidden)
         be.swiglu(gate, gate, up, n * hidden);
         be.matmul(*L.w_down, gate, proj, n);                               // proj (n, dim)
         be.add(x, proj, n * dim);
