@@ -120,7 +120,11 @@ inline constexpr matmul_kernel avx2_table[] = {
     {dtype::q4_0, activation_format::q8, &avx2::rows_q8<avx2::q4_0_block>},
 #endif
     {dtype::q4_k, activation_format::q8, &avx2::rows_kq<avx2::q4_k_super>},
+#if defined(LUMEN_CPU_HAVE_AVX512)
+    {dtype::q6_k, activation_format::q8, &avx2::rows_kq<avx512::q6_k_super>},
+#else
     {dtype::q6_k, activation_format::q8, &avx2::rows_kq<avx2::q6_k_super>},
+#endif
 };
 #endif
 

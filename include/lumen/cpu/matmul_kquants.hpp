@@ -1,5 +1,5 @@
 // cpu/matmul_kquants.hpp: kernels for ggml's k-quant weights (Q4_K, Q6_K; layouts in quant_k.hpp)
-// against the 8-bit activations of quantize_activations.hpp, portable scalar and AVX2.
+// against the 8-bit activations of quantize_activations.hpp, portable scalar, AVX2 and (Q6_K) AVX-512.
 //
 // A super-block of 256 weights meets 8 activation blocks of 32. For activation block b (sub-block
 // s = b mod 8 of super-block b / 8):
@@ -24,6 +24,7 @@
 #include "../quant.hpp"
 #include "matmul_args.hpp"
 #include "matmul_avx2.hpp"
+#include "matmul_avx512.hpp"
 #include "matmul_scalar.hpp"
 #include "simd.hpp"
 
@@ -242,6 +243,58 @@ inline void rows_kq(const matmul_args& a, int64_t r0, int64_t r1) {
 }
 
 }  // namespace avx2
+#endif
+
+#if defined(LUMEN_CPU_HAVE_AVX512)
+namespace avx512 {
+
+// Q6_K with two blocks per 512-bit register: z[k] = [block k | block k + 4], the two halves of the
+// super-block side by side, so every step of avx2::q6_k_super runs once for both halves, and
+// sum_lanes_8 leaves block s in lane s. AVX-512 has no vpsignb: the signs of y go onto the quants
+// with a masked negation (|q - 32| <= 32 fits an int8 either way). The integer sums are the AVX2
+// kernel's, so are the float steps: the same bits.
+struct q6_k_super {
+    static constexpr int64_t bytes = block_q6_k_bytes;
+    __m512i q[4];     // quants - 32 as signed bytes, [block k | block k + 4]
+    __m512i sc16[4];  // their scales as int16: [sc 2k x8, sc 2k+1 x8 | sc 2k+8 x8, sc 2k+9 x8]
+    float d;
+
+    static __m512i load_pair(const std::byte* a, const std::byte* b) { return join(avx2::load256(a), avx2::load256(b)); }
+
+    void load(const std::byte* p) {
+        d = _cvtsh_ss(avx2::load_u16(p + 208));
+        const __m512i ql0 = load_pair(p, p + 64), ql1 = load_pair(p + 32, p + 96), qh = load_pair(p + 128, p + 160);
+        const __m512i low4 = _mm512_set1_epi8(0x0f), bits45 = _mm512_set1_epi8(0x30), k32 = _mm512_set1_epi8(32);
+        const __mmask32 all32 = 0xffffffffu;
+        const __m512i lo[4] = {_mm512_and_si512(ql0, low4), _mm512_and_si512(ql1, low4),
+                               _mm512_and_si512(_mm512_maskz_srli_epi16(all32, ql0, 4), low4),
+                               _mm512_and_si512(_mm512_maskz_srli_epi16(all32, ql1, 4), low4)};
+        const __m512i hi[4] = {_mm512_and_si512(_mm512_maskz_slli_epi16(all32, qh, 4), bits45),
+                               _mm512_and_si512(_mm512_maskz_slli_epi16(all32, qh, 2), bits45), _mm512_and_si512(qh, bits45),
+                               _mm512_and_si512(_mm512_maskz_srli_epi16(all32, qh, 2), bits45)};
+        // the 16 scales as int16 lanes 0-15, then per k the lanes (2k, 2k+1, 2k+8, 2k+9), 8 each
+        const __m512i all = _mm512_maskz_cvtepi8_epi16(all32, _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192))));
+        const __m512i base = _mm512_maskz_cvtepu8_epi16(all32, _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
+                                                                                  8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9));
+        for (int k = 0; k < 4; ++k) {
+            q[k] = _mm512_sub_epi8(_mm512_or_si512(lo[k], hi[k]), k32);
+            sc16[k] = _mm512_maskz_permutexvar_epi16(all32, _mm512_add_epi16(base, _mm512_set1_epi16(static_cast<short>(2 * k))), all);
+        }
+    }
+    // acc[s] += (d dx_b) sum sc (q - 32) y, b = 8 sb + s: sum |y| (q - 32) sign(y) by vpmaddubsw
+    void dot(const q8_activations& x, int64_t t, int64_t sb, __m256& acc) const {
+        __m512i v[4];
+        for (int k = 0; k < 4; ++k) {
+            const __m512i y = load_pair(reinterpret_cast<const std::byte*>(x.block(t, 8 * sb + k)),
+                                        reinterpret_cast<const std::byte*>(x.block(t, 8 * sb + k + 4)));
+            const __m512i signed_q = _mm512_mask_sub_epi8(q[k], _mm512_movepi8_mask(y), _mm512_setzero_si512(), q[k]);
+            v[k] = _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(y), signed_q), sc16[k]);
+        }
+        acc = avx2::madd(_mm256_mul_ps(_mm256_set1_ps(d), avx2::block_scales(x, t, sb)), _mm256_cvtepi32_ps(sum_lanes_8(v)), acc);
+    }
+};
+
+}  // namespace avx512
 #endif
 
 }  // namespace lumen::cpu
