@@ -574,9 +574,9 @@ TEST_CASE("rmsnorm and softmax are bit-identical to llama2.c's", "[kernels]") {
     CHECK(mine == s);
 }
 
-TEST_CASE("repacked Q8_0 and Q4_0 weights (the AVX-512 kernels' 16-row groups) give the scalar results bit for bit", "[kernels]") {
-#if !defined(LUMEN_CPU_HAVE_AVX512)
-    SUCCEED("no AVX-512 kernels in this build: nothing is repacked");
+TEST_CASE("repacked Q8_0 and Q4_0 weights (AVX-512: 16-row groups, AVX2: 8) give the scalar results bit for bit", "[kernels]") {
+#if !defined(LUMEN_CPU_HAVE_AVX2)
+    SUCCEED("no AVX2 or AVX-512 kernels in this build: nothing is repacked");
 #else
     thread_pool pool(2);
     const lumen::cpu::kernel_set& ks = lumen::cpu::avx2_kernels();  // (the default set, unless forced scalar)
@@ -598,7 +598,7 @@ TEST_CASE("repacked Q8_0 and Q4_0 weights (the AVX-512 kernels' 16-row groups) g
                     REQUIRE(scratch.packed.size() == 1);  // made once, for the whole groups only
                     const lumen::cpu::packed_weight* p = scratch.packed_for(w.view, k, pool);
                     REQUIRE(p != nullptr);
-                    CHECK(p->rows == rows / 16 * 16);
+                    CHECK(p->rows == rows / k.pack_rows * k.pack_rows);
 
                     // any row range: partial groups at either end go through the unpacked kernels
                     lumen::cpu::q8_buffer buffer;
@@ -614,7 +614,7 @@ TEST_CASE("repacked Q8_0 and Q4_0 weights (the AVX-512 kernels' 16-row groups) g
                     a.y_stride = rows;
                     a.w_packed = p->data.get();
                     a.packed_rows = p->rows;
-                    for (auto [r0, r1] : {std::pair<int64_t, int64_t>{5, rows}, {0, rows - 3}, {3, 19}, {16, 32}}) {
+                    for (auto [r0, r1] : {std::pair<int64_t, int64_t>{5, rows}, {0, rows - 3}, {3, 19}, {16, 32}, {8, 24}}) {
                         r1 = std::min(r1, rows);
                         if (r1 <= r0) continue;
                         std::vector<float> part(y.size(), NAN);

@@ -116,8 +116,10 @@ inline constexpr matmul_kernel avx2_table[] = {
     {dtype::q4_0, activation_format::q8, &avx512::rows_packed<avx512::packed_q4_0>, false,
      &avx512::pack_group<avx512::packed_q4_0>, avx512::packed_group_rows},
 #else
-    {dtype::q8_0, activation_format::q8, &avx2::rows_q8<avx2::q8_0_block>},
-    {dtype::q4_0, activation_format::q8, &avx2::rows_q8<avx2::q4_0_block>},
+    {dtype::q8_0, activation_format::q8, &avx2::rows_packed<avx2::q8_0_block>, false,
+     &avx2::pack_group<avx2::q8_0_block>, avx2::packed_group_rows},
+    {dtype::q4_0, activation_format::q8, &avx2::rows_packed<avx2::q4_0_block>, false,
+     &avx2::pack_group<avx2::q4_0_block>, avx2::packed_group_rows},
 #endif
     {dtype::q4_k, activation_format::q8, &avx2::rows_kq<avx2::q4_k_super>},
 #if defined(LUMEN_CPU_HAVE_AVX512)

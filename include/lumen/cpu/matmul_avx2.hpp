@@ -142,9 +142,8 @@ struct q8_0_block {
     struct act {
         __m256i abs_y, negative;
     };
-    static __m256i weights(const std::byte* block) {
-        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
-    }
+    static __m256i weights(const std::byte* block) { return weights_at(block + 2); }
+    static __m256i weights_at(const std::byte* quants) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(quants)); }
     static act activations(const int8_t* y) {
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y));
         return {_mm256_abs_epi8(v), _mm256_cmpgt_epi8(_mm256_setzero_si256(), v)};
@@ -158,8 +157,9 @@ struct q8_0_block {
     struct prompt_weights_t {
         __m256i abs_w, w;
     };
-    static prompt_weights_t prompt_weights(const std::byte* block) {
-        const __m256i w = weights(block);
+    static prompt_weights_t prompt_weights(const std::byte* block) { return prompt_weights_at(block + 2); }
+    static prompt_weights_t prompt_weights_at(const std::byte* quants) {
+        const __m256i w = weights_at(quants);
         return {_mm256_abs_epi8(w), w};
     }
     using prompt_act = __m256i;
@@ -173,8 +173,9 @@ struct q4_0_block {
     static constexpr int64_t bytes = block_q4_0_bytes;
     using act = __m256i;
     // the 32 nibbles as bytes 0..15 (low nibbles, elements 0..15) and 16..31 (high nibbles)
-    static __m256i weights(const std::byte* block) {
-        const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2)));
+    static __m256i weights(const std::byte* block) { return weights_at(block + 2); }
+    static __m256i weights_at(const std::byte* quants) {
+        const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(quants)));
         return _mm256_and_si256(_mm256_srlv_epi32(q, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0f));
     }
     static act activations(const int8_t* y) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y)); }
@@ -184,6 +185,7 @@ struct q4_0_block {
     // prompts: the same steps, and the corrections of 4 tokens at once
     using prompt_weights_t = __m256i;
     static __m256i prompt_weights(const std::byte* block) { return weights(block); }
+    static __m256i prompt_weights_at(const std::byte* quants) { return weights_at(quants); }
     using prompt_act = act;
     static act prompt_activations(const int8_t* y) { return activations(y); }
     static __m256i prompt_dot(__m256i w, act y) { return dot(w, y); }

@@ -1,37 +1,155 @@
-// cpu/matmul_packed.hpp: Q8_0 and Q4_0 weights repacked once for the AVX-512 VNNI kernels, with
-// 16 rows' blocks side by side, and the matrix-product kernels that read them.
+// cpu/matmul_packed.hpp: Q8_0 and Q4_0 weights repacked once for the SIMD kernels, with 16 (AVX-512)
+// or 8 (AVX2) rows' blocks side by side, and the matrix-product kernels that read them.
 //
-// Why. In ggml's layout a row's blocks follow each other, so a tile of 16 rows reads 16 streams
-// 1-2 KiB apart, gathers 16 fp16 scales one by one, and needs its own lane reductions per row: most
-// of a block's cost is that bookkeeping, not the dot products. Repacked, the 16 rows' block b is one
-// contiguous record that a tile reads front to back, the 16 scales are one vector, and the 16 sums
-// come out of one reduction tree already in row order: 3-4x fewer instructions per weight byte,
-// and one sequential stream per thread for the hardware prefetchers.
+// Why. In ggml's layout a row's blocks follow each other, so a tile of rows reads as many streams
+// 1-2 KiB apart, gathers the rows' fp16 scales one by one, and (AVX-512) needs lane reductions of
+// its own per row: most of a block's cost is that bookkeeping, not the dot products. Repacked, the
+// rows' block b is one contiguous record that a tile reads front to back, their scales are one
+// vector, and one sequential stream per thread is easy to prefetch.
 //
-// The layout. The rows [0, 16 * n_groups) of W (rows, cols), n_blocks = cols / 32 blocks per row:
-// group g, block b is the record at (g * n_blocks + b) * 16 * block_bytes:
-//   16 fp16 scales, row order                                   32 bytes
-//   the 16 rows' quants, row r at quant_offset(r)               16 x 16 (Q4_0) or 16 x 32 (Q8_0)
-// so a group takes exactly the bytes of its 16 rows in ggml's layout. Q4_0's nibbles are copied as
-// they are; Q8_0's quants are stored + 128 (as unsigned bytes: q ^ 0x80), so that vpdpbusd takes
-// them as its unsigned operand against the signed activations directly, and the block's dot
-// product is sum (q + 128) y - 128 sum y. quant_offset puts the rows where the reduction tree
-// (sums_16) leaves their sums in row order.
+// The layout. The rows [0, G * n_groups) of W (rows, cols), G rows per group, n_blocks = cols / 32
+// blocks per row: group g, block b is the record at (g * n_blocks + b) * G * block_bytes:
+//   G fp16 scales, row order                                      2 G bytes
+//   the G rows' quants, row r at quant_offset(r)                  G x 16 (Q4_0) or G x 32 (Q8_0)
+// so a group takes exactly the bytes of its G rows in ggml's layout.
+//   AVX2 (G = 8): row r's quants at r x quant bytes, as stored; the tiles are the AVX2 tiles of
+//     matmul_avx2.hpp reading the record (one dot per row and sum_lanes_8, or 2 rows x 4 tokens).
+//   AVX-512 (G = 16): Q4_0's nibbles are copied as they are; Q8_0's quants are stored + 128 (as
+//     unsigned bytes: q ^ 0x80), so that vpdpbusd takes them as its unsigned operand against the
+//     signed activations directly, and the block's dot product is sum (q + 128) y - 128 sum y.
+//     quant_offset puts the rows where the reduction tree (sums_16) leaves their sums in row order.
 //
 // The results are the same bits as every other kernel's: per block the exact integer dot product,
 // converted to float once, times (dw * dx), added to the row's sum in block order (simd.hpp).
 // Rows past the last whole group, and weights that could not be repacked, go through the unpacked
-// AVX-512 kernels (matmul_avx512.hpp).
+// kernels (matmul_avx2.hpp, matmul_avx512.hpp).
 #pragma once
 
 #include "matmul_avx512.hpp"
 
-#if defined(LUMEN_CPU_HAVE_AVX512)
+#if defined(LUMEN_CPU_HAVE_AVX2)
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <utility>
+
+namespace lumen::cpu::avx2 {
+
+inline constexpr int64_t packed_group_rows = 8;
+
+// The records of 8 rows of Block (q8_0_block or q4_0_block), quants as stored.
+template <class Block>
+struct packed {
+    static constexpr int64_t block_bytes = Block::bytes;
+    static constexpr int64_t quant_bytes = Block::bytes - 2;
+    static constexpr int64_t record_bytes = packed_group_rows * block_bytes;
+    static const std::byte* quants(const std::byte* record, int r) { return record + 2 * packed_group_rows + r * quant_bytes; }
+};
+
+template <class Block>
+inline void pack_group(const std::byte* w, int64_t w_stride, int64_t n_blocks, std::byte* out) {
+    using P = packed<Block>;
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        std::byte* record = out + b * P::record_bytes;
+        for (int r = 0; r < packed_group_rows; ++r) {
+            const std::byte* block = w + r * w_stride + b * P::block_bytes;
+            std::memcpy(record + 2 * r, block, 2);
+            std::memcpy(record + 2 * packed_group_rows + r * P::quant_bytes, block + 2, static_cast<size_t>(P::quant_bytes));
+        }
+    }
+}
+
+// The 8 rows of group g, token t: as tile_q8_8x1, reading the records (scales as one vector, the
+// records prefetched 32 ahead, about 4 KiB).
+template <class Block>
+inline void tile_packed_8x1(const matmul_args& a, int64_t g, int64_t t) {
+    using P = packed<Block>;
+    const q8_activations& x = *a.xq;
+    const std::byte* record = a.w_packed + g * x.n_blocks * P::record_bytes;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < x.n_blocks; ++b, record += P::record_bytes) {
+        for (int64_t k = 0; k < P::record_bytes; k += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(record + 32 * P::record_bytes + k), _MM_HINT_T0);
+        const typename Block::act y = Block::activations(x.block(t, b));
+        __m256i v[8];
+        for (int i = 0; i < 8; ++i) v[i] = Block::dot(Block::weights_at(P::quants(record, i)), y);
+        const __m256i s = _mm256_add_epi32(sum_lanes_8(v), _mm256_set1_epi32(Block::correction(x, t, b)));
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(record)));
+        acc = madd(_mm256_mul_ps(dw, _mm256_set1_ps(x.scale(t, b))), _mm256_cvtepi32_ps(s), acc);
+    }
+    _mm256_storeu_ps(a.y + t * a.y_stride + g * packed_group_rows, acc);
+}
+
+// Rows 8 g + i, 8 g + i + 1 and tokens t .. t + 3: as tile_q8_2x4, reading the records.
+template <class Block>
+inline void tile_packed_2x4(const matmul_args& a, int64_t g, int i, int64_t t) {
+    using P = packed<Block>;
+    const q8_activations& x = *a.xq;
+    const std::byte* record = a.w_packed + g * x.n_blocks * P::record_bytes;
+    const __m256i dup = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < x.n_blocks; ++b, record += P::record_bytes) {
+        const typename Block::prompt_weights_t q0 = Block::prompt_weights_at(P::quants(record, i));
+        const typename Block::prompt_weights_t q1 = Block::prompt_weights_at(P::quants(record, i + 1));
+        __m256i v[8];
+        for (int k = 0; k < 4; ++k) {
+            const typename Block::prompt_act y = Block::prompt_activations(x.block(t + k, b));
+            v[k] = Block::prompt_dot(q0, y);
+            v[4 + k] = Block::prompt_dot(q1, y);
+        }
+        const __m256i s = _mm256_add_epi32(sum_lanes_8(v), _mm256_broadcastsi128_si256(Block::prompt_corrections_4(x, t, b)));
+        uint32_t dw2;
+        std::memcpy(&dw2, record + 2 * i, 4);  // the two rows' fp16 scales, side by side
+        const __m256 dw = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dw2)))), dup);
+        const __m256 dx = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(x.d + b * x.n_tokens + t));
+        acc = madd(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(s), acc);
+    }
+    alignas(32) float out[8];
+    _mm256_store_ps(out, acc);
+    const int64_t r = g * packed_group_rows + i;
+    for (int k = 0; k < 4; ++k) {
+        a.y[(t + k) * a.y_stride + r] = out[k];
+        a.y[(t + k) * a.y_stride + r + 1] = out[4 + k];
+    }
+}
+
+// The rows [p0, p1) of [r0, r1) that are whole packed groups, or p0 >= p1 when there are none.
+inline std::pair<int64_t, int64_t> packed_span(const matmul_args& a, int64_t r0, int64_t r1, int64_t group) {
+    if (a.w_packed == nullptr) return {0, 0};
+    return {(r0 + group - 1) / group * group, std::min(r1, a.packed_rows) / group * group};
+}
+
+// Rows [r0, r1): the whole groups a.w_packed holds through the packed tiles (8 x 1 for a token,
+// 2 x 4 for prompts, in chunks of tokens whose activations stay in the L2 cache, the tokens left
+// over one at a time), the other rows through the unpacked kernels.
+template <class Block>
+inline void rows_packed(const matmul_args& a, int64_t r0, int64_t r1) {
+    const auto [p0, p1] = packed_span(a, r0, r1, packed_group_rows);
+    if (p0 >= p1) {
+        rows_q8<Block>(a, r0, r1);
+        return;
+    }
+    if (r0 < p0) rows_q8<Block>(a, r0, p0);
+    const int64_t g0 = p0 / packed_group_rows, g1 = p1 / packed_group_rows;
+    const int64_t chunk = a.n_tokens == 1 ? 1 : token_chunk(a.cols, 4);
+    for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
+        const int64_t t1 = std::min(a.n_tokens, t0 + chunk), t4 = t0 + (t1 - t0) / 4 * 4;
+        for (int64_t g = g0; g < g1; ++g) {
+            for (int i = 0; i < packed_group_rows; i += 2)
+                for (int64_t t = t0; t < t4; t += 4) tile_packed_2x4<Block>(a, g, i, t);
+            for (int64_t t = t4; t < t1; ++t) tile_packed_8x1<Block>(a, g, t);
+        }
+    }
+    if (p1 < r1) rows_q8<Block>(a, p1, r1);
+}
+
+}  // namespace lumen::cpu::avx2
+
+#endif  // LUMEN_CPU_HAVE_AVX2
+
+#if defined(LUMEN_CPU_HAVE_AVX512)
 
 namespace lumen::cpu::avx512 {
 
@@ -163,9 +281,8 @@ inline void tile_packed(const matmul_args& a, int64_t g, int64_t t) {
 template <class Packed>
 inline void rows_packed(const matmul_args& a, int64_t r0, int64_t r1) {
     using unpacked = typename Packed::unpacked;
-    const int64_t p0 = (r0 + packed_group_rows - 1) / packed_group_rows * packed_group_rows;
-    const int64_t p1 = std::min(r1, a.packed_rows) / packed_group_rows * packed_group_rows;
-    if (a.w_packed == nullptr || p0 >= p1) {
+    const auto [p0, p1] = avx2::packed_span(a, r0, r1, packed_group_rows);
+    if (p0 >= p1) {
         rows_q8<unpacked>(a, r0, r1);
         return;
     }
