@@ -592,6 +592,10 @@ TEST_CASE("repacked Q8_0 and Q4_0 weights (AVX-512: 16-row groups, AVX2: 8) give
                     const std::vector<float> expected = run_matmul(w, x, n_tokens, pool, lumen::cpu::scalar_kernels());
 
                     lumen::cpu::matmul_scratch scratch;
+                    if (n_tokens % 2 == 0) {  // made ahead (a context does it for every weight), or on first use
+                        lumen::cpu::prepare_weight(w.view, pool, scratch, ks);
+                        REQUIRE(scratch.packed.size() == 1);
+                    }
                     std::vector<float> y(expected.size(), NAN);
                     lumen::cpu::matmul(w.view, x.data(), y.data(), n_tokens, pool, scratch, ks);
                     REQUIRE(std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)) == 0);

@@ -37,6 +37,11 @@ public:
     virtual std::string_view name() const = 0;
     virtual int n_threads() const = 0;
 
+    // Called once per weight matrix when a context is made, before any product with it: a backend
+    // may lay the weight out for its kernels here (the CPU repacks Q8_0/Q4_0, matmul_packed.hpp), so
+    // that the first forward pass does not pay for it. Does nothing by default.
+    virtual void prepare(const tensor_view& /*w*/) {}
+
     // Y (n, rows) = X (n, cols) @ W^T for a weight W (rows, cols) of any supported dtype.
     virtual void matmul(const tensor_view& w, const float* x, float* y, int64_t n) = 0;
     // The same for several weights of the same input (a layer's query, key and value projections):

@@ -32,7 +32,9 @@ public:
         : model_(&m),
           backend_(std::make_unique<cpu::cpu_backend>(resolve_threads(options.n_threads), options.repack)),
           state_(m.config(), resolve_ctx(m, options.n_ctx),
-                 std::clamp<int64_t>(options.n_batch, 1, resolve_ctx(m, options.n_ctx))) {}
+                 std::clamp<int64_t>(options.n_batch, 1, resolve_ctx(m, options.n_ctx))) {
+        for_each_matrix(m.weights(), [&](const tensor_view& w) { backend_->prepare(w); });
+    }
     // A context keeps a pointer to its model, so it cannot be made from a temporary.
     context(const lumen::model&&, context_options = {}) = delete;
 

@@ -35,6 +35,15 @@ struct llama_weights {
     const tensor_view* output;       // (n_vocab, dim); token_embd itself when the head is tied
 };
 
+// Calls f(const tensor_view&) on every matrix the forward pass multiplies activations by, in the
+// order it does (the layers' projections, then the output head).
+template <class F>
+inline void for_each_matrix(const llama_weights& w, F&& f) {
+    for (const llama_layer& L : w.layers)
+        for (const tensor_view* m : {L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down}) f(*m);
+    f(*w.output);
+}
+
 namespace detail {
 
 // The tensor `name`, which must exist and have shape ne = {cols, rows} (rows = 1 for a vector).

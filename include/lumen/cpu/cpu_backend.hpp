@@ -27,6 +27,7 @@ public:
     int n_threads() const override { return pool_.size(); }
     thread_pool& pool() { return pool_; }
 
+    void prepare(const tensor_view& w) override { cpu::prepare_weight(w, pool_, scratch_); }
     void matmul(const tensor_view& w, const float* x, float* y, int64_t n) override {
         cpu::matmul(w, x, y, n, pool_, scratch_);
     }

@@ -332,6 +332,16 @@ inline void matmul_many(std::span<const matmul_product> products, const float* x
     });
 }
 
+// Makes now what the products with w would make on first use (a repacked copy, float scales), for
+// the kernel set's kernel of w's type; nothing for types without a kernel (matmul throws for them).
+inline void prepare_weight(const tensor_view& w, thread_pool& pool, matmul_scratch& scratch,
+                           const kernel_set& ks = default_kernels()) {
+    const matmul_kernel* k = ks.find(w.type);
+    if (k == nullptr) return;
+    if (k->float_scales) (void)scratch.float_scales_for(w);
+    if (k->pack && scratch.pack_weights) (void)scratch.packed_for(w, *k, pool);
+}
+
 // X (n_tokens, cols) @ W^T -> Y (n_tokens, rows) for W (rows, cols) of any type in the table.
 inline void matmul(const tensor_view& w, const float* x, float* y, int64_t n_tokens, thread_pool& pool,
                    matmul_scratch& scratch, const kernel_set& ks = default_kernels()) {
