@@ -87,9 +87,11 @@ private:
     };
 
     // Finer than one chunk per thread, to even out the load when a thread is slowed, but not much
-    // finer: every claim moves the ticket's cache line between cores (4 rather than 8 chunks made
-    // token generation 6-10% faster on stories110M, 2 threads).
-    static constexpr int chunks_per_thread = 4;
+    // finer: every claim moves the ticket's cache line between cores, and every new chunk starts a
+    // new stream of weights that the prefetching has to catch up with. With the repacked kernels,
+    // 2 rather than 4 chunks made token generation 4-5% faster on stories110M Q4_0 (2 threads, A/B
+    // runs of the two builds), 8 another 5-10% slower.
+    static constexpr int chunks_per_thread = 2;
     static constexpr std::chrono::microseconds spin_time{200};  // before a waiting thread sleeps
 
     // Polls `ready` (with a pause between polls) until it returns true or spin_time has passed.
