@@ -159,6 +159,18 @@ std::vector<float> run_matmul(const weight& w, const std::vector<float>& x, int6
     return y;
 }
 
+// The arguments a kernel gets for W and n_tokens tokens (activations and outputs still to set).
+lumen::cpu::matmul_args kernel_args(const weight& w, int64_t n_tokens) {
+    lumen::cpu::matmul_args a;
+    a.type = w.view.type;
+    a.w = w.view.data;
+    a.w_stride = w.view.bytes_per_row();
+    a.cols = w.view.cols();
+    a.n_tokens = n_tokens;
+    a.y_stride = w.view.rows();
+    return a;
+}
+
 // Checks y against the reference: float types against W x, quantized types against W (x rounded
 // to 8 bits as defined above), each with its tolerance.
 void check_against_reference(const weight& w, const std::vector<float>& x, int64_t n_tokens, const std::vector<float>& y) {
@@ -281,16 +293,10 @@ TEST_CASE("the generic kernel (dequantize a row, then F32) matches the reference
                 const weight w = make_weight(type, rows, cols, 5);
                 const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 6);
                 std::vector<float> y(static_cast<size_t>(n_tokens * rows), NAN);
-                lumen::cpu::matmul_args a;
-                a.type = type;
-                a.w = w.view.data;
-                a.w_stride = w.view.bytes_per_row();
-                a.cols = cols;
-                a.n_tokens = n_tokens;
+                lumen::cpu::matmul_args a = kernel_args(w, n_tokens);
                 a.x = x.data();
                 a.x_stride = cols;
                 a.y = y.data();
-                a.y_stride = rows;
                 ks->generic(a, 0, rows);
                 const ref::mat xm = ref::from_floats(x.data(), n_tokens, cols);
                 const ref::mat expected = ref::matmul(w.decoded, xm);
@@ -608,14 +614,8 @@ TEST_CASE("repacked Q8_0 and Q4_0 weights (AVX-512: 16-row groups, AVX2: 8) give
                     lumen::cpu::q8_buffer buffer;
                     const lumen::cpu::q8_activations xq = buffer.view(n_tokens, cols);
                     lumen::cpu::quantize_tokens(ks.quantize_block, x.data(), xq, 0, n_tokens);
-                    lumen::cpu::matmul_args a;
-                    a.type = type;
-                    a.w = w.view.data;
-                    a.w_stride = w.view.bytes_per_row();
-                    a.cols = cols;
-                    a.n_tokens = n_tokens;
+                    lumen::cpu::matmul_args a = kernel_args(w, n_tokens);
                     a.xq = &xq;
-                    a.y_stride = rows;
                     a.w_packed = p->data.get();
                     a.packed_rows = p->rows;
                     for (auto [r0, r1] : {std::pair<int64_t, int64_t>{5, rows}, {0, rows - 3}, {3, 19}, {16, 32}, {8, 24}}) {

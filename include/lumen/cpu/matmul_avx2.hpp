@@ -157,7 +157,6 @@ struct q8_0_block {
     struct prompt_weights_t {
         __m256i abs_w, w;
     };
-    static prompt_weights_t prompt_weights(const std::byte* block) { return prompt_weights_at(block + 2); }
     static prompt_weights_t prompt_weights_at(const std::byte* quants) {
         const __m256i w = weights_at(quants);
         return {_mm256_abs_epi8(w), w};
@@ -184,7 +183,6 @@ struct q4_0_block {
 
     // prompts: the same steps, and the corrections of 4 tokens at once
     using prompt_weights_t = __m256i;
-    static __m256i prompt_weights(const std::byte* block) { return weights(block); }
     static __m256i prompt_weights_at(const std::byte* quants) { return weights_at(quants); }
     using prompt_act = act;
     static act prompt_activations(const int8_t* y) { return activations(y); }
@@ -264,17 +262,16 @@ inline void tile_q8_8x1(const matmul_args& a, int64_t r, int64_t t) {
     _mm256_storeu_ps(a.y + t * a.y_stride + r, acc);
 }
 
-// Rows r, r + 1 and tokens t .. t + 3: lane 4 i + k of the accumulator is (row r + i, token t + k).
-template <class Block>
-inline void tile_q8_2x4(const matmul_args& a, int64_t r, int64_t t) {
-    const q8_activations& x = *a.xq;
-    const std::byte* w0 = a.w + r * a.w_stride;
-    const std::byte* w1 = w0 + a.w_stride;
+// Two rows and tokens t .. t + 3: lane 4 j + k of the result is (row j, token t + k). Rows::quants(b, j)
+// is where row j's quants of block b start, Rows::scales(b) the two rows' fp16 scales of block b (row
+// 0's in the low half): rows as stored (tile_q8_2x4) or repacked (matmul_packed.hpp).
+template <class Block, class Rows>
+inline __m256 dot_2x4(const q8_activations& x, const Rows& rows, int64_t t) {
     const __m256i dup = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < x.n_blocks; ++b) {
-        const typename Block::prompt_weights_t q0 = Block::prompt_weights(w0 + b * Block::bytes);
-        const typename Block::prompt_weights_t q1 = Block::prompt_weights(w1 + b * Block::bytes);
+        const typename Block::prompt_weights_t q0 = Block::prompt_weights_at(rows.quants(b, 0));
+        const typename Block::prompt_weights_t q1 = Block::prompt_weights_at(rows.quants(b, 1));
         __m256i v[8];
         for (int k = 0; k < 4; ++k) {
             const typename Block::prompt_act y = Block::prompt_activations(x.block(t + k, b));
@@ -282,18 +279,35 @@ inline void tile_q8_2x4(const matmul_args& a, int64_t r, int64_t t) {
             v[4 + k] = Block::prompt_dot(q1, y);
         }
         const __m256i s = _mm256_add_epi32(sum_lanes_8(v), _mm256_broadcastsi128_si256(Block::prompt_corrections_4(x, t, b)));
-        const uint32_t dw2 = load_u16(w0 + b * Block::bytes) | (uint32_t{load_u16(w1 + b * Block::bytes)} << 16);
         const __m256 dw = _mm256_permutevar8x32_ps(
-            _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dw2)))), dup);
+            _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(rows.scales(b))))), dup);
         const __m256 dx = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(x.d + b * x.n_tokens + t));
         acc = madd(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(s), acc);
     }
+    return acc;
+}
+
+// y of rows r, r + 1 and tokens t .. t + 3 from dot_2x4's result
+inline void store_2x4(const matmul_args& a, int64_t r, int64_t t, __m256 acc) {
     alignas(32) float out[8];
     _mm256_store_ps(out, acc);
     for (int k = 0; k < 4; ++k) {
         a.y[(t + k) * a.y_stride + r] = out[k];
         a.y[(t + k) * a.y_stride + r + 1] = out[4 + k];
     }
+}
+
+// Rows r, r + 1 and tokens t .. t + 3, as stored.
+template <class Block>
+inline void tile_q8_2x4(const matmul_args& a, int64_t r, int64_t t) {
+    struct stored_rows {
+        const std::byte* w0;
+        const std::byte* w1;
+        const std::byte* quants(int64_t b, int j) const { return (j == 0 ? w0 : w1) + b * Block::bytes + 2; }
+        uint32_t scales(int64_t b) const { return load_u16(w0 + b * Block::bytes) | (uint32_t{load_u16(w1 + b * Block::bytes)} << 16); }
+    };
+    const std::byte* w0 = a.w + r * a.w_stride;
+    store_2x4(a, r, t, dot_2x4<Block>(*a.xq, stored_rows{w0, w0 + a.w_stride}, t));
 }
 
 using tile_fn = void (*)(const matmul_args& a, int64_t r, int64_t t);

@@ -86,33 +86,19 @@ inline void tile_packed_8x1(const matmul_args& a, int64_t g, int64_t t) {
 template <class Block>
 inline void tile_packed_2x4(const matmul_args& a, int64_t g, int i, int64_t t) {
     using P = packed<Block>;
-    const q8_activations& x = *a.xq;
-    const std::byte* record = a.w_packed + g * x.n_blocks * P::record_bytes;
-    const __m256i dup = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < x.n_blocks; ++b, record += P::record_bytes) {
-        const typename Block::prompt_weights_t q0 = Block::prompt_weights_at(P::quants(record, i));
-        const typename Block::prompt_weights_t q1 = Block::prompt_weights_at(P::quants(record, i + 1));
-        __m256i v[8];
-        for (int k = 0; k < 4; ++k) {
-            const typename Block::prompt_act y = Block::prompt_activations(x.block(t + k, b));
-            v[k] = Block::prompt_dot(q0, y);
-            v[4 + k] = Block::prompt_dot(q1, y);
+    struct packed_rows {
+        const std::byte* records;
+        int i;
+        const std::byte* quants(int64_t b, int j) const { return P::quants(records + b * P::record_bytes, i + j); }
+        uint32_t scales(int64_t b) const {
+            uint32_t two;
+            std::memcpy(&two, records + b * P::record_bytes + 2 * i, 4);  // side by side in the record
+            return two;
         }
-        const __m256i s = _mm256_add_epi32(sum_lanes_8(v), _mm256_broadcastsi128_si256(Block::prompt_corrections_4(x, t, b)));
-        uint32_t dw2;
-        std::memcpy(&dw2, record + 2 * i, 4);  // the two rows' fp16 scales, side by side
-        const __m256 dw = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dw2)))), dup);
-        const __m256 dx = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(x.d + b * x.n_tokens + t));
-        acc = madd(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(s), acc);
-    }
-    alignas(32) float out[8];
-    _mm256_store_ps(out, acc);
-    const int64_t r = g * packed_group_rows + i;
-    for (int k = 0; k < 4; ++k) {
-        a.y[(t + k) * a.y_stride + r] = out[k];
-        a.y[(t + k) * a.y_stride + r + 1] = out[4 + k];
-    }
+    };
+    const q8_activations& x = *a.xq;
+    const packed_rows rows{a.w_packed + g * x.n_blocks * P::record_bytes, i};
+    store_2x4(a, g * packed_group_rows + i, t, dot_2x4<Block>(x, rows, t));
 }
 
 // The rows [p0, p1) of [r0, r1) that are whole packed groups, or p0 >= p1 when there are none.
