@@ -30,7 +30,7 @@ class context {
 public:
     explicit context(const model& m, context_options options = {})
         : model_(&m),
-          backend_(std::make_unique<cpu::cpu_backend>(resolve_threads(options.n_threads), options.repack)),
+          backend_(std::make_unique<cpu::cpu_backend>(resolve_threads(options.n_threads), options.repack, &m.derived_weights())),
           state_(m.config(), resolve_ctx(m, options.n_ctx),
                  std::clamp<int64_t>(options.n_batch, 1, resolve_ctx(m, options.n_ctx))) {
         for_each_matrix(m.weights(), [&](const tensor_view& w) { backend_->prepare(w); });

@@ -2,6 +2,7 @@
 // weights, all checked at load so that inference cannot fail afterwards.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -10,6 +11,7 @@
 #include "llama.hpp"
 #include "model_config.hpp"
 #include "tokenizer.hpp"
+#include "weight_cache.hpp"
 
 namespace lumen {
 
@@ -41,6 +43,9 @@ public:
     const model_config& config() const { return config_; }
     const lumen::tokenizer& tokenizer() const { return tokenizer_; }
     const llama_weights& weights() const { return weights_; }
+    // What backends derive from the weights for their kernels, shared by every context on this model
+    // (so N contexts hold one repacked copy, not N) and freed with it.
+    weight_cache& derived_weights() const { return *derived_; }
 
     // Number of weights (elements of all tensors).
     int64_t n_params() const {
@@ -67,6 +72,7 @@ private:
     model_config config_;
     lumen::tokenizer tokenizer_;
     llama_weights weights_;
+    std::unique_ptr<weight_cache> derived_ = std::make_unique<weight_cache>();
 };
 
 }  // namespace lumen

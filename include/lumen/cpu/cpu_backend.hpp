@@ -18,9 +18,12 @@ namespace lumen::cpu {
 class cpu_backend final : public backend {
 public:
     // repack: let the kernels that read weights in a layout of their own (matmul_packed.hpp) repack
-    // each weight on its first product (see matmul_scratch).
-    explicit cpu_backend(int n_threads, bool repack = true) : pool_(n_threads < 1 ? 1 : n_threads) {
+    // them (see matmul_scratch), in `shared` if given (a model's derived_weights(), which must outlive
+    // this backend), else in this backend's own scratch.
+    explicit cpu_backend(int n_threads, bool repack = true, weight_cache* shared = nullptr)
+        : pool_(n_threads < 1 ? 1 : n_threads) {
         scratch_.pack_weights = repack;
+        scratch_.shared = shared;
     }
 
     std::string_view name() const override { return "cpu"; }

@@ -34,6 +34,7 @@
 #include "../error.hpp"
 #include "../quant.hpp"
 #include "../tensor.hpp"
+#include "../weight_cache.hpp"
 #include "matmul_args.hpp"
 #include "matmul_avx2.hpp"
 #include "matmul_avx512.hpp"
@@ -201,16 +202,18 @@ struct packed_weight {
 // - float block scales (the WebAssembly kernels: gathering and converting 4 rows' fp16 scales costs
 //   them about as much as the rest of a block's work). 4 bytes per 32 weights: a Q8_0 model grows by
 //   an eighth, a Q4_0 one by a fifth.
-// - repacked rows (the AVX-512 kernels, matmul_packed.hpp): the same bytes in another order. Once a
-//   weight is repacked, the pages of its rows in a mapped model file are released (the kernels no
-//   longer read them), so the process holds each weight once, not twice. Off when pack_weights is
-//   false (then the kernels read the file's layout, slower).
+// - repacked rows (the AVX2 and AVX-512 kernels, matmul_packed.hpp): the same bytes in another
+//   order. Once a weight is repacked, the pages of its rows in a mapped model file are released (the
+//   kernels no longer read them), so the process holds each weight once, not twice; with `shared`
+//   (a model's weight_cache), every context of the model uses the same copy. Off when pack_weights
+//   is false (then the kernels read the file's layout, slower).
 // Where memory runs out for them, the weight goes without (nullptr: the kernels read W as it is).
 struct matmul_scratch {
     q8_buffer q8;
     bool pack_weights = true;
     std::unordered_map<const std::byte*, std::vector<float>> float_scales;  // empty: could not be made
-    std::unordered_map<const std::byte*, packed_weight> packed;
+    std::unordered_map<const std::byte*, std::shared_ptr<packed_weight>> packed;  // null data: could not be made
+    weight_cache* shared = nullptr;  // where repacked weights are kept for every context of a model
 
     const float* float_scales_for(const tensor_view& w) {
         auto [it, added] = float_scales.try_emplace(w.data);
@@ -227,28 +230,35 @@ struct matmul_scratch {
         return it->second.empty() ? nullptr : it->second.data();
     }
 
-    // w's whole groups of k.pack_rows rows repacked by k.pack (made on the pool, once), or nullptr.
+    // w's whole groups of k.pack_rows rows repacked by k.pack (made on the pool, once: in `shared` if
+    // set, else in this scratch), or nullptr.
     const packed_weight* packed_for(const tensor_view& w, const matmul_kernel& k, thread_pool& pool) {
         auto [it, added] = packed.try_emplace(w.data);
-        packed_weight& p = it->second;
         if (added) {
-            const int64_t group = k.pack_rows, stride = w.bytes_per_row();
-            const int64_t n_groups = w.rows() / group, group_bytes = group * stride;
-            const int64_t n_blocks = w.cols() / traits_of(w.type).block_size;
-            if (n_groups == 0 || n_groups > std::numeric_limits<int64_t>::max() / group_bytes) return nullptr;
-            try {
-                const auto bytes = static_cast<size_t>(n_groups * group_bytes);
-                p.data = {detail::allocate_weight_memory(bytes), packed_weight::free_memory{bytes}};
-            } catch (const std::bad_alloc&) {
-                return nullptr;
-            }
-            pool.parallel_for(n_groups, [&](int64_t g0, int64_t g1) {
-                for (int64_t g = g0; g < g1; ++g) k.pack(w.data + g * group_bytes, stride, n_blocks, p.data.get() + g * group_bytes);
-            });
-            p.rows = n_groups * group;
-            detail::release_file_pages(w.data, static_cast<size_t>(n_groups * group_bytes));
+            auto make = [&] { return make_packed(w, k, pool); };
+            it->second = shared ? shared->get<packed_weight>(w.data, reinterpret_cast<const void*>(k.pack), make) : make();
         }
-        return p.data ? &p : nullptr;
+        return it->second && it->second->data ? it->second.get() : nullptr;
+    }
+
+    static std::shared_ptr<packed_weight> make_packed(const tensor_view& w, const matmul_kernel& k, thread_pool& pool) {
+        auto p = std::make_shared<packed_weight>();
+        const int64_t group = k.pack_rows, stride = w.bytes_per_row();
+        const int64_t n_groups = w.rows() / group, group_bytes = group * stride;
+        const int64_t n_blocks = w.cols() / traits_of(w.type).block_size;
+        if (n_groups == 0 || n_groups > std::numeric_limits<int64_t>::max() / group_bytes) return p;
+        try {
+            const auto bytes = static_cast<size_t>(n_groups * group_bytes);
+            p->data = {detail::allocate_weight_memory(bytes), packed_weight::free_memory{bytes}};
+        } catch (const std::bad_alloc&) {
+            return p;
+        }
+        pool.parallel_for(n_groups, [&](int64_t g0, int64_t g1) {
+            for (int64_t g = g0; g < g1; ++g) k.pack(w.data + g * group_bytes, stride, n_blocks, p->data.get() + g * group_bytes);
+        });
+        p->rows = n_groups * group;
+        detail::release_file_pages(w.data, static_cast<size_t>(n_groups * group_bytes));
+        return p;
     }
 };
 

@@ -1,0 +1,35 @@
+// weight_cache.hpp: what backends derive from a model's weights for their kernels (the CPU's
+// repacked copies), made once per model and shared by every context on it; thread-safe.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <utility>
+
+namespace lumen {
+
+class weight_cache {
+public:
+    // The object kept for (weight, kind), made by make() (a std::shared_ptr<T>) on the first call.
+    // `kind` tells apart what different kernels derive from the same weight. Callers of one kind
+    // must ask for the same T.
+    template <class T, class Make>
+    std::shared_ptr<T> get(const void* weight, const void* kind, Make&& make) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::shared_ptr<void>& slot = entries_[{weight, kind}];
+        if (!slot) slot = make();
+        return std::static_pointer_cast<T>(slot);
+    }
+
+    size_t size() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return entries_.size();
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::map<std::pair<const void*, const void*>, std::shared_ptr<void>> entries_;
+};
+
+}  // namespace lumen
