@@ -1,10 +1,12 @@
-// cpu/matmul_avx512.hpp: the Q8_0 and Q4_0 matrix-vector tiles for CPUs with AVX-512 VNNI: the
+// cpu/matmul_avx512.hpp: the Q8_0 and Q4_0 matrix-vector tiles for CPUs with AVX-512 VNNI on weights
+// as stored (the rows that repacking, matmul_packed.hpp, leaves out, or all with --no-repack): the
 // 8 rows x 1 token tile of matmul_avx2.hpp with two rows' blocks in each 512-bit register.
 //
 // z[k] = [row k's block | row k + 4's block] (32 bytes each: Q8_0's quants, Q4_0's nibbles as
 // bytes), against the activation block in both halves: one vpdpbusd takes two rows' dot products,
-// four take the tile's eight, and their lane sums come out of a shorter reduction (sum_lanes_8). The integer sums are the AVX2 tile's, and so is everything after them (the scales, the
-// float step), so the results are the same bits. Prompts (several tokens) keep the AVX2 tiles.
+// four take the tile's eight, and their lane sums come out of a shorter reduction (sum_lanes_8).
+// The integer sums are the AVX2 tile's, and so is everything after them (the scales, the float
+// step), so the results are the same bits. Prompts (several tokens) keep the AVX2 tiles.
 #pragma once
 
 #include "matmul_avx2.hpp"
