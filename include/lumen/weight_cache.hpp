@@ -22,13 +22,8 @@ public:
         return std::static_pointer_cast<T>(slot);
     }
 
-    size_t size() const {
-        std::lock_guard<std::mutex> lock(mutex_);
-        return entries_.size();
-    }
-
 private:
-    mutable std::mutex mutex_;
+    std::mutex mutex_;
     std::map<std::pair<const void*, const void*>, std::shared_ptr<void>> entries_;
 };
 

@@ -113,14 +113,14 @@ inline constexpr matmul_kernel avx2_table[] = {
     {dtype::bf16, activation_format::f32, &avx2::rows_float<avx2::bf16_row>},
 #if defined(LUMEN_CPU_HAVE_AVX512)
     {dtype::q8_0, activation_format::q8, &avx512::rows_packed<avx512::packed_q8_0>, false,
-     &avx512::pack_group<avx512::packed_q8_0>, avx512::packed_group_rows},
+     &avx2::pack_group<avx512::packed_q8_0>, avx512::packed_group_rows},
     {dtype::q4_0, activation_format::q8, &avx512::rows_packed<avx512::packed_q4_0>, false,
-     &avx512::pack_group<avx512::packed_q4_0>, avx512::packed_group_rows},
+     &avx2::pack_group<avx512::packed_q4_0>, avx512::packed_group_rows},
 #else
     {dtype::q8_0, activation_format::q8, &avx2::rows_packed<avx2::q8_0_block>, false,
-     &avx2::pack_group<avx2::q8_0_block>, avx2::packed_group_rows},
+     &avx2::pack_group<avx2::packed<avx2::q8_0_block>>, avx2::packed_group_rows},
     {dtype::q4_0, activation_format::q8, &avx2::rows_packed<avx2::q4_0_block>, false,
-     &avx2::pack_group<avx2::q4_0_block>, avx2::packed_group_rows},
+     &avx2::pack_group<avx2::packed<avx2::q4_0_block>>, avx2::packed_group_rows},
 #endif
     {dtype::q4_k, activation_format::q8, &avx2::rows_kq<avx2::q4_k_super>},
 #if defined(LUMEN_CPU_HAVE_AVX512)
@@ -231,8 +231,9 @@ struct matmul_scratch {
     }
 
     // w's whole groups of k.pack_rows rows repacked by k.pack (made on the pool, once: in `shared` if
-    // set, else in this scratch), or nullptr.
+    // set, else in this scratch), or nullptr (also when k does not repack or pack_weights is off).
     const packed_weight* packed_for(const tensor_view& w, const matmul_kernel& k, thread_pool& pool) {
+        if (k.pack == nullptr || !pack_weights) return nullptr;
         auto [it, added] = packed.try_emplace(w.data);
         if (added) {
             auto make = [&] { return make_packed(w, k, pool); };
@@ -313,11 +314,10 @@ inline void matmul_many(std::span<const matmul_product> products, const float* x
         a.y = products[i].y;
         a.y_stride = w.rows();
         if (k.float_scales) a.w_scales = scratch.float_scales_for(w);
-        if (k.pack && scratch.pack_weights)
-            if (const packed_weight* p = scratch.packed_for(w, k, pool)) {
-                a.w_packed = p->data.get();
-                a.packed_rows = p->rows;
-            }
+        if (const packed_weight* p = scratch.packed_for(w, k, pool)) {
+            a.w_packed = p->data.get();
+            a.packed_rows = p->rows;
+        }
         if (k.input == activation_format::q8) {
             if (cols % q8_block != 0)
                 throw error("matmul: tensor '" + w.name + "': rows of " + std::to_string(cols) +
@@ -349,7 +349,7 @@ inline void prepare_weight(const tensor_view& w, thread_pool& pool, matmul_scrat
     const matmul_kernel* k = ks.find(w.type);
     if (k == nullptr) return;
     if (k->float_scales) (void)scratch.float_scales_for(w);
-    if (k->pack && scratch.pack_weights) (void)scratch.packed_for(w, *k, pool);
+    (void)scratch.packed_for(w, *k, pool);
 }
 
 // X (n_tokens, cols) @ W^T -> Y (n_tokens, rows) for W (rows, cols) of any type in the table.

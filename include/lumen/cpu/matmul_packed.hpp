@@ -33,32 +33,58 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <utility>
 
 namespace lumen::cpu::avx2 {
 
 inline constexpr int64_t packed_group_rows = 8;
 
-// The records of 8 rows of Block (q8_0_block or q4_0_block), quants as stored.
+// The records of 8 rows of Block (q8_0_block or q4_0_block), quants as stored, row after row.
 template <class Block>
 struct packed {
+    static constexpr int group_rows = packed_group_rows;
     static constexpr int64_t block_bytes = Block::bytes;
     static constexpr int64_t quant_bytes = Block::bytes - 2;
-    static constexpr int64_t record_bytes = packed_group_rows * block_bytes;
-    static const std::byte* quants(const std::byte* record, int r) { return record + 2 * packed_group_rows + r * quant_bytes; }
+    static constexpr int64_t record_bytes = group_rows * block_bytes;
+    static int64_t quant_offset(int r) { return r * quant_bytes; }
+    static void copy_quants(const std::byte* from, std::byte* to) { std::memcpy(to, from, static_cast<size_t>(quant_bytes)); }
+    static const std::byte* quants(const std::byte* record, int r) { return record + 2 * group_rows + quant_offset(r); }
 };
 
-template <class Block>
+// Repacks the Packed::group_rows rows at w (w_stride bytes apart, n_blocks blocks each) into the
+// group's records, in the layout Packed describes (quant_offset, copy_quants): AVX2's packed<Block>
+// and AVX-512's packed_q4_0, packed_q8_0.
+template <class Packed>
 inline void pack_group(const std::byte* w, int64_t w_stride, int64_t n_blocks, std::byte* out) {
-    using P = packed<Block>;
+    constexpr int rows = Packed::group_rows;
     for (int64_t b = 0; b < n_blocks; ++b) {
-        std::byte* record = out + b * P::record_bytes;
-        for (int r = 0; r < packed_group_rows; ++r) {
-            const std::byte* block = w + r * w_stride + b * P::block_bytes;
+        std::byte* record = out + b * Packed::record_bytes;
+        for (int r = 0; r < rows; ++r) {
+            const std::byte* block = w + r * w_stride + b * Packed::block_bytes;
             std::memcpy(record + 2 * r, block, 2);
-            std::memcpy(record + 2 * packed_group_rows + r * P::quant_bytes, block + 2, static_cast<size_t>(P::quant_bytes));
+            Packed::copy_quants(block + 2, record + 2 * rows + Packed::quant_offset(r));
         }
     }
+}
+
+// Fetches the cache lines of `bytes` bytes at p (one token reads each record once, front to back:
+// the hardware prefetchers alone leave a third of the bandwidth unused).
+inline void prefetch_bytes(const std::byte* p, int64_t bytes) {
+    for (int64_t k = 0; k < bytes; k += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + k, _MM_HINT_T0);
+}
+
+// Rows [r0, r1) of a kernel with repacked weights: packed(g0, g1) for the whole groups of `group`
+// rows that a.w_packed holds, unpacked(begin, end) for the rows before and after them (all rows
+// when nothing is repacked).
+template <class Unpacked, class Packed>
+inline void split_packed(const matmul_args& a, int64_t r0, int64_t r1, int64_t group, Unpacked&& unpacked, Packed&& packed) {
+    const int64_t p0 = (r0 + group - 1) / group * group, p1 = std::min(r1, a.packed_rows) / group * group;
+    if (a.w_packed == nullptr || p0 >= p1) {
+        unpacked(r0, r1);
+        return;
+    }
+    if (r0 < p0) unpacked(r0, p0);
+    packed(p0 / group, p1 / group);
+    if (p1 < r1) unpacked(p1, r1);
 }
 
 // The 8 rows of group g, token t: as tile_q8_8x1, reading the records (scales as one vector, the
@@ -70,8 +96,7 @@ inline void tile_packed_8x1(const matmul_args& a, int64_t g, int64_t t) {
     const std::byte* record = a.w_packed + g * x.n_blocks * P::record_bytes;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < x.n_blocks; ++b, record += P::record_bytes) {
-        for (int64_t k = 0; k < P::record_bytes; k += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(record + 32 * P::record_bytes + k), _MM_HINT_T0);
+        prefetch_bytes(record + 32 * P::record_bytes, P::record_bytes);
         const typename Block::act y = Block::activations(x.block(t, b));
         __m256i v[8];
         for (int i = 0; i < 8; ++i) v[i] = Block::dot(Block::weights_at(P::quants(record, i)), y);
@@ -101,34 +126,23 @@ inline void tile_packed_2x4(const matmul_args& a, int64_t g, int i, int64_t t) {
     store_2x4(a, g * packed_group_rows + i, t, dot_2x4<Block>(x, rows, t));
 }
 
-// The rows [p0, p1) of [r0, r1) that are whole packed groups, or p0 >= p1 when there are none.
-inline std::pair<int64_t, int64_t> packed_span(const matmul_args& a, int64_t r0, int64_t r1, int64_t group) {
-    if (a.w_packed == nullptr) return {0, 0};
-    return {(r0 + group - 1) / group * group, std::min(r1, a.packed_rows) / group * group};
-}
-
 // Rows [r0, r1): the whole groups a.w_packed holds through the packed tiles (8 x 1 for a token,
 // 2 x 4 for prompts, in chunks of tokens whose activations stay in the L2 cache, the tokens left
 // over one at a time), the other rows through the unpacked kernels.
 template <class Block>
 inline void rows_packed(const matmul_args& a, int64_t r0, int64_t r1) {
-    const auto [p0, p1] = packed_span(a, r0, r1, packed_group_rows);
-    if (p0 >= p1) {
-        rows_q8<Block>(a, r0, r1);
-        return;
-    }
-    if (r0 < p0) rows_q8<Block>(a, r0, p0);
-    const int64_t g0 = p0 / packed_group_rows, g1 = p1 / packed_group_rows;
-    const int64_t chunk = a.n_tokens == 1 ? 1 : token_chunk(a.cols, 4);
-    for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
-        const int64_t t1 = std::min(a.n_tokens, t0 + chunk), t4 = t0 + (t1 - t0) / 4 * 4;
-        for (int64_t g = g0; g < g1; ++g) {
-            for (int i = 0; i < packed_group_rows; i += 2)
-                for (int64_t t = t0; t < t4; t += 4) tile_packed_2x4<Block>(a, g, i, t);
-            for (int64_t t = t4; t < t1; ++t) tile_packed_8x1<Block>(a, g, t);
+    auto unpacked = [&](int64_t begin, int64_t end) { rows_q8<Block>(a, begin, end); };
+    split_packed(a, r0, r1, packed_group_rows, unpacked, [&](int64_t g0, int64_t g1) {
+        const int64_t chunk = a.n_tokens == 1 ? 1 : token_chunk(a.cols, 4);
+        for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
+            const int64_t t1 = std::min(a.n_tokens, t0 + chunk), t4 = t0 + (t1 - t0) / 4 * 4;
+            for (int64_t g = g0; g < g1; ++g) {
+                for (int i = 0; i < packed_group_rows; i += 2)
+                    for (int64_t t = t0; t < t4; t += 4) tile_packed_2x4<Block>(a, g, i, t);
+                for (int64_t t = t4; t < t1; ++t) tile_packed_8x1<Block>(a, g, t);
+            }
         }
-    }
-    if (p1 < r1) rows_q8<Block>(a, p1, r1);
+    });
 }
 
 }  // namespace lumen::cpu::avx2
@@ -151,6 +165,7 @@ inline __m512i sum_quarters_4(const __m512i z[4]) {
 // Q4_0: z[j]'s quarter k holds row 4 k + j (16 bytes of nibbles), so sum_quarters_4 gives row order.
 struct packed_q4_0 {
     using unpacked = q4_0_block;
+    static constexpr int group_rows = packed_group_rows;
     static constexpr int64_t block_bytes = block_q4_0_bytes;
     static constexpr int64_t record_bytes = packed_group_rows * block_bytes;  // 288
     static int64_t quant_offset(int r) { return 64 * (r % 4) + 16 * (r / 4); }
@@ -185,6 +200,7 @@ struct packed_q4_0 {
 // q % 2 lands in lane 4 q + i, so that row is 4 q + i.
 struct packed_q8_0 {
     using unpacked = q8_0_block;
+    static constexpr int group_rows = packed_group_rows;
     static constexpr int64_t block_bytes = block_q8_0_bytes;
     static constexpr int64_t record_bytes = packed_group_rows * block_bytes;  // 544
     static int64_t quant_offset(int r) {
@@ -218,27 +234,9 @@ struct packed_q8_0 {
     }
 };
 
-// One token reads each record once, front to back, at the memory's speed if the loads are asked
-// for early enough: the hardware prefetchers alone leave a third of the bandwidth unused (tinyllama
-// Q8_0: 33 ms per token without, 24 ms fetching 16 records ahead; 8 or 32 ahead do no better).
+// One token's tiles fetch the records 16 ahead (tinyllama Q8_0: 33 ms per token without, 24 ms
+// with; 8 or 32 ahead do no better). Repacking: avx2::pack_group with packed_q4_0, packed_q8_0.
 inline constexpr int64_t packed_prefetch_records = 16;
-template <class Packed>
-inline void prefetch_record(const std::byte* record) {
-    for (int64_t k = 0; k < Packed::record_bytes; k += 64) _mm_prefetch(reinterpret_cast<const char*>(record) + k, _MM_HINT_T0);
-}
-
-// Repacks the 16 rows at w (w_stride bytes apart, n_blocks blocks each) into the group's records.
-template <class Packed>
-inline void pack_group(const std::byte* w, int64_t w_stride, int64_t n_blocks, std::byte* out) {
-    for (int64_t b = 0; b < n_blocks; ++b) {
-        std::byte* record = out + b * Packed::record_bytes;
-        for (int r = 0; r < packed_group_rows; ++r) {
-            const std::byte* block = w + r * w_stride + b * Packed::block_bytes;
-            std::memcpy(record + 2 * r, block, 2);
-            Packed::copy_quants(block + 2, record + 2 * packed_group_rows + Packed::quant_offset(r));
-        }
-    }
-}
 
 // The 16 rows of group g (rows 16 g ..) and tokens t .. t + T - 1.
 template <class Packed, int T>
@@ -248,7 +246,7 @@ inline void tile_packed(const matmul_args& a, int64_t g, int64_t t) {
     __m512 acc[T];
     for (int k = 0; k < T; ++k) acc[k] = _mm512_setzero_ps();
     for (int64_t b = 0; b < x.n_blocks; ++b, record += Packed::record_bytes) {
-        if constexpr (T == 1) prefetch_record<Packed>(record + packed_prefetch_records * Packed::record_bytes);
+        if constexpr (T == 1) avx2::prefetch_bytes(record + packed_prefetch_records * Packed::record_bytes, Packed::record_bytes);
         const __m512 dw = _mm512_maskz_cvtph_ps(all16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(record)));
         const typename Packed::weights w = Packed::load(record + 2 * packed_group_rows);
         for (int k = 0; k < T; ++k) {
@@ -266,29 +264,23 @@ inline void tile_packed(const matmul_args& a, int64_t g, int64_t t) {
 // the L2 cache), the other rows through the unpacked kernels.
 template <class Packed>
 inline void rows_packed(const matmul_args& a, int64_t r0, int64_t r1) {
-    using unpacked = typename Packed::unpacked;
-    const auto [p0, p1] = avx2::packed_span(a, r0, r1, packed_group_rows);
-    if (p0 >= p1) {
-        rows_q8<unpacked>(a, r0, r1);
-        return;
-    }
-    if (r0 < p0) rows_q8<unpacked>(a, r0, p0);
-    const int64_t g0 = p0 / packed_group_rows, g1 = p1 / packed_group_rows;
-    const int64_t chunk = a.n_tokens == 1 ? 1 : avx2::token_chunk(a.cols, 4);
-    for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
-        const int64_t t1 = std::min(a.n_tokens, t0 + chunk);
-        for (int64_t g = g0; g < g1; ++g) {
-            int64_t t = t0;
-            for (; t + 4 <= t1; t += 4) tile_packed<Packed, 4>(a, g, t);
-            switch (t1 - t) {
-                case 3: tile_packed<Packed, 3>(a, g, t); break;
-                case 2: tile_packed<Packed, 2>(a, g, t); break;
-                case 1: tile_packed<Packed, 1>(a, g, t); break;
-                default: break;
+    auto unpacked = [&](int64_t begin, int64_t end) { rows_q8<typename Packed::unpacked>(a, begin, end); };
+    avx2::split_packed(a, r0, r1, packed_group_rows, unpacked, [&](int64_t g0, int64_t g1) {
+        const int64_t chunk = a.n_tokens == 1 ? 1 : avx2::token_chunk(a.cols, 4);
+        for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
+            const int64_t t1 = std::min(a.n_tokens, t0 + chunk);
+            for (int64_t g = g0; g < g1; ++g) {
+                int64_t t = t0;
+                for (; t + 4 <= t1; t += 4) tile_packed<Packed, 4>(a, g, t);
+                switch (t1 - t) {
+                    case 3: tile_packed<Packed, 3>(a, g, t); break;
+                    case 2: tile_packed<Packed, 2>(a, g, t); break;
+                    case 1: tile_packed<Packed, 1>(a, g, t); break;
+                    default: break;
+                }
             }
         }
-    }
-    if (p1 < r1) rows_q8<unpacked>(a, p1, r1);
+    });
 }
 
 }  // namespace lumen::cpu::avx512
