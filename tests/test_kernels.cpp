@@ -209,14 +209,16 @@ TEST_CASE("8-bit activations: every kernel set rounds exactly as defined", "[ker
                 for (int64_t t = 0; t < n_tokens; ++t)
                     for (int64_t b = 0; b < cols / 32; ++b) {
                         REQUIRE(a.scale(t, b) == static_cast<float>(expected.scales(t, b)));
-                        int32_t sum = 0, neg_sum = 0;
+                        int32_t sum = 0, neg_sum = 0, half_sum = 0;
                         for (int j = 0; j < 32; ++j) {
                             REQUIRE(a.block(t, b)[j] == static_cast<int8_t>(expected.quants(t, b * 32 + j)));
                             sum += a.block(t, b)[j];
                             neg_sum += std::min<int32_t>(a.block(t, b)[j], 0);
+                            half_sum += j < 16 ? a.block(t, b)[j] : 0;
                         }
                         REQUIRE(a.block_sum(t, b) == sum);
                         REQUIRE(a.block_neg_sum(t, b) == neg_sum);
+                        REQUIRE(a.block_half_sum(t, b) == half_sum);
                     }
             }
         }
@@ -580,20 +582,43 @@ TEST_CASE("rmsnorm and softmax are bit-identical to llama2.c's", "[kernels]") {
     CHECK(mine == s);
 }
 
-TEST_CASE("repacked Q8_0 and Q4_0 weights (AVX-512: 16-row groups, AVX2: 8) give the scalar results bit for bit", "[kernels]") {
+// A Q6_K weight of random bytes (every quant, high-bit pattern and int8 scale, -128 included), with
+// fp16 d of random sign and size.
+weight random_q6_k_weight(int64_t rows, int64_t cols, uint32_t seed) {
+    weight w = make_weight(dtype::q6_k, rows, cols, seed);
+    std::mt19937 rng(seed);
+    for (size_t super = 0; super < w.bytes.size(); super += lumen::block_q6_k_bytes) {
+        for (size_t i = 0; i < 208; ++i) w.bytes[super + i] = static_cast<std::byte>(rng());
+        const uint16_t d = static_cast<uint16_t>(0x1000 + rng() % 0x2000 + (rng() & 1) * 0x8000);
+        std::memcpy(&w.bytes[super + 208], &d, 2);
+    }
+    return w;
+}
+
+TEST_CASE("repacked Q8_0, Q4_0 (AVX-512: 16-row groups, AVX2: 8) and Q6_K (AVX-512) weights give the scalar results bit for bit", "[kernels]") {
 #if !defined(LUMEN_CPU_HAVE_AVX2)
     SUCCEED("no AVX2 or AVX-512 kernels in this build: nothing is repacked");
 #else
     thread_pool pool(2);
     const lumen::cpu::kernel_set& ks = lumen::cpu::avx2_kernels();  // (the default set, unless forced scalar)
-    for (dtype type : {dtype::q8_0, dtype::q4_0}) {
+    for (dtype type : {dtype::q8_0, dtype::q4_0, dtype::q6_k}) {
         const lumen::cpu::matmul_kernel& k = *ks.find(type);
+#if defined(LUMEN_CPU_HAVE_AVX512)
         REQUIRE(k.pack != nullptr);
+#else
+        if (type == dtype::q6_k) {
+            CHECK(k.pack == nullptr);  // repacked on AVX-512 only
+            continue;
+        }
+        REQUIRE(k.pack != nullptr);
+#endif
+        const bool k_quant = type == dtype::q6_k;
         for (int64_t rows : {16, 35, 64})
-            for (int64_t cols : {32, 96, 320})
+            for (int64_t cols : k_quant ? std::vector<int64_t>{256, 768} : std::vector<int64_t>{32, 96, 320})
                 for (int64_t n_tokens : {1, 2, 3, 4, 5, 9}) {
                     INFO("type " << lumen::dtype_name(type) << ", rows " << rows << ", cols " << cols << ", tokens " << n_tokens);
-                    const weight w = make_weight(type, rows, cols, static_cast<uint32_t>(rows * cols));
+                    const uint32_t seed = static_cast<uint32_t>(rows * cols + n_tokens);
+                    const weight w = k_quant && n_tokens % 3 == 0 ? random_q6_k_weight(rows, cols, seed) : make_weight(type, rows, cols, seed);
                     const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 17, -2.0f, 2.0f);
                     const std::vector<float> expected = run_matmul(w, x, n_tokens, pool, lumen::cpu::scalar_kernels());
 

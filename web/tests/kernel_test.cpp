@@ -66,10 +66,10 @@ void test_quantize() {
         if (block % 13 == 4) x[rng() % 32] = 0.5f * scale;  // ties to even after the scaling, now and then
         int8_t q1[32], q2[32];
         float d1, d2;
-        int32_t s1, s2, n1, n2;
-        wasm_kernels().quantize_block(x, q1, &d1, &s1, &n1);
-        scalar::quantize_block_q8(x, q2, &d2, &s2, &n2);
-        wrong += std::memcmp(q1, q2, 32) != 0 || !same_bits(d1, d2) || s1 != s2 || n1 != n2;
+        int32_t s1, s2, n1, n2, h1, h2;
+        wasm_kernels().quantize_block(x, q1, &d1, &s1, &n1, &h1);
+        scalar::quantize_block_q8(x, q2, &d2, &s2, &n2, &h2);
+        wrong += std::memcmp(q1, q2, 32) != 0 || !same_bits(d1, d2) || s1 != s2 || n1 != n2 || h1 != h2;
     }
     check(wrong == 0, "the wasm activation quantizer equals scalar::quantize_block_q8 on 2000 blocks");
 }
@@ -131,7 +131,7 @@ void test_matmul(dtype type, int64_t rows, int64_t cols, int64_t n_tokens, bool 
             for (int64_t b = 0; b < cols / 32; ++b)
                 scalar::quantize_block_q8(&x[static_cast<size_t>(t * cols + 32 * b)], xq.qs + t * cols + 32 * b,
                                           &xq.d[b * n_tokens + t], &xq.sum[b * n_tokens + t],
-                                          &xq.neg_sum[b * n_tokens + t]);
+                                          &xq.neg_sum[b * n_tokens + t], &xq.half_sum[b * n_tokens + t]);
     std::vector<float> y_wasm(static_cast<size_t>(n_tokens * rows), -1.0f), y_scalar = y_wasm;
     matmul_args a;
     a.type = type;

@@ -40,6 +40,7 @@
 #include "matmul_avx512.hpp"
 #include "matmul_kquants.hpp"
 #include "matmul_packed.hpp"
+#include "matmul_packed_q6_k.hpp"
 #include "matmul_scalar.hpp"
 #include "matmul_wasm.hpp"
 #include "quantize_activations.hpp"
@@ -124,7 +125,8 @@ inline constexpr matmul_kernel avx2_table[] = {
 #endif
     {dtype::q4_k, activation_format::q8, &avx2::rows_kq<avx2::q4_k_super>},
 #if defined(LUMEN_CPU_HAVE_AVX512)
-    {dtype::q6_k, activation_format::q8, &avx2::rows_kq<avx512::q6_k_super>},
+    {dtype::q6_k, activation_format::q8, &avx512::rows_packed_q6_k, false, &avx512::packed_q6_k::pack_group,
+     avx512::packed_group_rows},
 #else
     {dtype::q6_k, activation_format::q8, &avx2::rows_kq<avx2::q6_k_super>},
 #endif

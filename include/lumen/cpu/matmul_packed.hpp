@@ -10,14 +10,18 @@
 // The layout. The rows [0, G * n_groups) of W (rows, cols), G rows per group, n_blocks = cols / 32
 // blocks per row: group g, block b is the record at (g * n_blocks + b) * G * block_bytes:
 //   G fp16 scales, row order                                      2 G bytes
-//   the G rows' quants, row r at quant_offset(r)                  G x 16 (Q4_0) or G x 32 (Q8_0)
+//   the G rows' quants (copy_quants says where row r's go)       G x 16 (Q4_0) or G x 32 (Q8_0)
 // so a group takes exactly the bytes of its G rows in ggml's layout.
 //   AVX2 (G = 8): row r's quants at r x quant bytes, as stored; the tiles are the AVX2 tiles of
 //     matmul_avx2.hpp reading the record (one dot per row and sum_lanes_8, or 2 rows x 4 tokens).
-//   AVX-512 (G = 16): Q4_0's nibbles are copied as they are; Q8_0's quants are stored + 128 (as
-//     unsigned bytes: q ^ 0x80), so that vpdpbusd takes them as its unsigned operand against the
-//     signed activations directly, and the block's dot product is sum (q + 128) y - 128 sum y.
-//     quant_offset puts the rows where the reduction tree (sums_16) leaves their sums in row order.
+//   AVX-512 (G = 16): one 32-bit lane per row. The quants come in vectors of 64 bytes, vector k
+//     holding bytes 4k .. 4k + 3 of every row, row r in lane r: one vpdpbusd of vector k against
+//     the activations' 4 bytes broadcast adds 4 products to each row's own lane, so the 16 rows'
+//     sums end in row order with no reduction across lanes. Q4_0's bytes are copied as they are
+//     (elements 4k .. 4k + 3 in the low nibbles, 16 + 4k .. in the high); Q8_0's quants are
+//     stored + 128 (as unsigned bytes: q ^ 0x80), so that vpdpbusd takes them as its unsigned
+//     operand against the signed activations directly: the block's dot product is
+//     sum (q + 128) y - 128 sum y.
 //
 // The results are the same bits as every other kernel's: per block the exact integer dot product,
 // converted to float once, times (dw * dx), added to the row's sum in block order (simd.hpp).
@@ -46,13 +50,13 @@ struct packed {
     static constexpr int64_t quant_bytes = Block::bytes - 2;
     static constexpr int64_t record_bytes = group_rows * block_bytes;
     static int64_t quant_offset(int r) { return r * quant_bytes; }
-    static void copy_quants(const std::byte* from, std::byte* to) { std::memcpy(to, from, static_cast<size_t>(quant_bytes)); }
+    static void copy_quants(const std::byte* from, std::byte* quants, int r) { std::memcpy(quants + quant_offset(r), from, static_cast<size_t>(quant_bytes)); }
     static const std::byte* quants(const std::byte* record, int r) { return record + 2 * group_rows + quant_offset(r); }
 };
 
 // Repacks the Packed::group_rows rows at w (w_stride bytes apart, n_blocks blocks each) into the
-// group's records, in the layout Packed describes (quant_offset, copy_quants): AVX2's packed<Block>
-// and AVX-512's packed_q4_0, packed_q8_0.
+// group's records, in the layout Packed describes (copy_quants puts row r's quants of a block into
+// the record's quants): AVX2's packed<Block> and AVX-512's packed_q4_0, packed_q8_0.
 template <class Packed>
 inline void pack_group(const std::byte* w, int64_t w_stride, int64_t n_blocks, std::byte* out) {
     constexpr int rows = Packed::group_rows;
@@ -61,7 +65,7 @@ inline void pack_group(const std::byte* w, int64_t w_stride, int64_t n_blocks, s
         for (int r = 0; r < rows; ++r) {
             const std::byte* block = w + r * w_stride + b * Packed::block_bytes;
             std::memcpy(record + 2 * r, block, 2);
-            Packed::copy_quants(block + 2, record + 2 * rows + Packed::quant_offset(r));
+            Packed::copy_quants(block + 2, record + 2 * rows, r);
         }
     }
 }
@@ -155,81 +159,83 @@ namespace lumen::cpu::avx512 {
 
 inline constexpr int64_t packed_group_rows = 16;
 
-// lane 4 k + j of the result = the sum of z[j]'s 128-bit quarter k (four int32 lanes each)
-inline __m512i sum_quarters_4(const __m512i z[4]) {
-    const __m512i t01 = _mm512_add_epi32(_mm512_maskz_unpacklo_epi32(all16, z[0], z[1]), _mm512_maskz_unpackhi_epi32(all16, z[0], z[1]));
-    const __m512i t23 = _mm512_add_epi32(_mm512_maskz_unpacklo_epi32(all16, z[2], z[3]), _mm512_maskz_unpackhi_epi32(all16, z[2], z[3]));
-    return _mm512_add_epi32(_mm512_maskz_unpacklo_epi64(all8, t01, t23), _mm512_maskz_unpackhi_epi64(all8, t01, t23));
+// Row r's quants of a block, `bytes` of them, into lane r of the record's vectors (4 bytes of the
+// row per vector, see the top), each 32-bit word x-ored with `flip`.
+inline void copy_to_lanes(const std::byte* from, std::byte* quants, int r, int bytes, uint32_t flip) {
+    for (int k = 0; k < bytes / 4; ++k) {
+        uint32_t word;
+        std::memcpy(&word, from + 4 * k, 4);
+        word ^= flip;
+        std::memcpy(quants + 64 * k + 4 * r, &word, 4);
+    }
 }
 
-// Q4_0: z[j]'s quarter k holds row 4 k + j (16 bytes of nibbles), so sum_quarters_4 gives row order.
+// the 4 activations y[0..3] in every 32-bit lane
+inline __m512i broadcast_4(const int8_t* y) {
+    int32_t four;
+    std::memcpy(&four, y, 4);
+    return _mm512_set1_epi32(four);
+}
+
+// Q4_0: 4 vectors; vector k, lane r holds row r's elements 4k .. 4k + 3 (low nibbles) and
+// 16 + 4k .. 16 + 4k + 3 (high nibbles).
 struct packed_q4_0 {
     using unpacked = q4_0_block;
     static constexpr int group_rows = packed_group_rows;
     static constexpr int64_t block_bytes = block_q4_0_bytes;
     static constexpr int64_t record_bytes = packed_group_rows * block_bytes;  // 288
-    static int64_t quant_offset(int r) { return 64 * (r % 4) + 16 * (r / 4); }
-    static void copy_quants(const std::byte* from, std::byte* to) { std::memcpy(to, from, 16); }
+    static void copy_quants(const std::byte* from, std::byte* quants, int r) { copy_to_lanes(from, quants, r, 16, 0); }
     static int32_t correction(const q8_activations& x, int64_t t, int64_t b) { return -8 * x.block_sum(t, b); }
 
     struct weights {
-        __m512i low[4], high[4];  // the nibbles as bytes: elements 0..15 and 16..31 of each row
+        __m512i low[4];   // the low nibbles as bytes
+        __m512i high[4];  // the high nibbles times 16 (masked in place, not shifted)
     };
     static weights load(const std::byte* quants) {
-        const __m512i mask = _mm512_set1_epi8(0x0f);
+        const __m512i low_mask = _mm512_set1_epi8(0x0f), high_mask = _mm512_set1_epi8(static_cast<char>(0xf0));
         weights w;
-        for (int j = 0; j < 4; ++j) {
-            const __m512i q = _mm512_loadu_si512(quants + 64 * j);
-            w.low[j] = _mm512_and_si512(q, mask);
-            w.high[j] = _mm512_and_si512(_mm512_maskz_srli_epi16(0xffffffffu, q, 4), mask);
+        for (int k = 0; k < 4; ++k) {
+            const __m512i q = _mm512_loadu_si512(quants + 64 * k);
+            w.low[k] = _mm512_and_si512(q, low_mask);
+            w.high[k] = _mm512_and_si512(q, high_mask);
         }
         return w;
     }
-    // the 16 rows' integer dot products with the activation block y, before the correction
+    // the 16 rows' integer dot products with the activation block y, before the correction (the
+    // high nibbles' sum is 16 times theirs, exactly: one shift undoes it)
     static __m512i sums_16(const weights& w, const int8_t* y) {
-        const __m512i y_low = _mm512_maskz_broadcast_i32x4(all16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(y)));
-        const __m512i y_high = _mm512_maskz_broadcast_i32x4(all16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(y + 16)));
-        __m512i z[4];
-        for (int j = 0; j < 4; ++j)
-            z[j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w.low[j], y_low), w.high[j], y_high);
-        return sum_quarters_4(z);
+        __m512i low = _mm512_setzero_si512(), high = _mm512_setzero_si512();
+        for (int k = 0; k < 4; ++k) {
+            low = _mm512_dpbusd_epi32(low, w.low[k], broadcast_4(y + 4 * k));
+            high = _mm512_dpbusd_epi32(high, w.high[k], broadcast_4(y + 16 + 4 * k));
+        }
+        return _mm512_add_epi32(low, _mm512_maskz_srai_epi32(all16, high, 4));
     }
 };
 
-// Q8_0: z[j]'s 256-bit halves hold two rows (32 bytes each); the row in z[4 (q / 2) + i], half
-// q % 2 lands in lane 4 q + i, so that row is 4 q + i.
+// Q8_0: 8 vectors; vector k, lane r holds row r's quants 4k .. 4k + 3, + 128.
 struct packed_q8_0 {
     using unpacked = q8_0_block;
     static constexpr int group_rows = packed_group_rows;
     static constexpr int64_t block_bytes = block_q8_0_bytes;
     static constexpr int64_t record_bytes = packed_group_rows * block_bytes;  // 544
-    static int64_t quant_offset(int r) {
-        const int q = r / 4, i = r % 4;
-        return 64 * (4 * (q / 2) + i) + 32 * (q % 2);
-    }
-    static void copy_quants(const std::byte* from, std::byte* to) {
-        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(to), _mm256_xor_si256(q, _mm256_set1_epi8(static_cast<char>(0x80))));
-    }
+    static void copy_quants(const std::byte* from, std::byte* quants, int r) { copy_to_lanes(from, quants, r, 32, 0x80808080u); }
     static int32_t correction(const q8_activations& x, int64_t t, int64_t b) { return -128 * x.block_sum(t, b); }
 
     struct weights {
-        __m512i q[8];  // q + 128, two rows each
+        __m512i q[8];  // q + 128
     };
     static weights load(const std::byte* quants) {
         weights w;
-        for (int j = 0; j < 8; ++j) w.q[j] = _mm512_loadu_si512(quants + 64 * j);
+        for (int k = 0; k < 8; ++k) w.q[k] = _mm512_loadu_si512(quants + 64 * k);
         return w;
     }
     static __m512i sums_16(const weights& w, const int8_t* y) {
-        const __m512i yy = _mm512_maskz_broadcast_i64x4(all8, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y)));
-        __m512i z[8];
-        for (int j = 0; j < 8; ++j) z[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w.q[j], yy);
-        // each z[j] -> quarters summed as in sum_quarters_4 (lane 4 k + i of s[h] = z[4 h + i]'s
-        // quarter k), then the two quarters of each 256-bit half added
-        const __m512i s0 = sum_quarters_4(z), s1 = sum_quarters_4(z + 4);
-        const __m512i even = _mm512_maskz_shuffle_i32x4(all16, s0, s1, _MM_SHUFFLE(2, 0, 2, 0));  // [s0 q0, s0 q2, s1 q0, s1 q2]
-        const __m512i odd = _mm512_maskz_shuffle_i32x4(all16, s0, s1, _MM_SHUFFLE(3, 1, 3, 1));
+        __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();  // two chains of vpdpbusd
+        for (int k = 0; k < 8; k += 2) {
+            even = _mm512_dpbusd_epi32(even, w.q[k], broadcast_4(y + 4 * k));
+            odd = _mm512_dpbusd_epi32(odd, w.q[k + 1], broadcast_4(y + 4 * k + 4));
+        }
         return _mm512_add_epi32(even, odd);
     }
 };

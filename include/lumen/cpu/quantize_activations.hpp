@@ -11,6 +11,8 @@
 //   sum  (n_blocks, n_tokens)  int32   sum of the 32 quants of that block
 //   neg_sum (n_blocks, n_tokens) int32 sum of its negative quants (<= 0), for kernels that move the
 //                                      activations' signs onto the weights as w ^ m (Q8_0)
+//   half_sum (n_blocks, n_tokens) int32 sum of its first 16 quants (the other 16: sum - half_sum),
+//                                      for kernels whose weight scales go by 16 (Q6_K)
 // Scales and sums are stored block-major so that a kernel computing several tokens at once reads
 // their values for one block from consecutive addresses.
 #pragma once
@@ -35,11 +37,13 @@ struct q8_activations {
     float* d = nullptr;
     int32_t* sum = nullptr;
     int32_t* neg_sum = nullptr;
+    int32_t* half_sum = nullptr;
 
     const int8_t* block(int64_t t, int64_t b) const { return qs + t * cols + b * q8_block; }
     float scale(int64_t t, int64_t b) const { return d[b * n_tokens + t]; }
     int32_t block_sum(int64_t t, int64_t b) const { return sum[b * n_tokens + t]; }
     int32_t block_neg_sum(int64_t t, int64_t b) const { return neg_sum[b * n_tokens + t]; }
+    int32_t block_half_sum(int64_t t, int64_t b) const { return half_sum[b * n_tokens + t]; }
 };
 
 // Memory for q8_activations, 64-byte aligned; grows when asked for more, never shrinks, so that a
@@ -50,7 +54,7 @@ public:
         const int64_t n_blocks = cols / q8_block;
         const size_t qs_bytes = round_up(static_cast<size_t>(n_tokens * cols));
         const size_t d_bytes = round_up(static_cast<size_t>(n_blocks * n_tokens) * sizeof(float));
-        const size_t total = qs_bytes + 3 * d_bytes;
+        const size_t total = qs_bytes + 4 * d_bytes;
         if (total > capacity_) {
             data_.reset(static_cast<std::byte*>(::operator new(total, std::align_val_t{64})));
             capacity_ = total;
@@ -63,6 +67,7 @@ public:
         a.d = reinterpret_cast<float*>(data_.get() + qs_bytes);
         a.sum = reinterpret_cast<int32_t*>(data_.get() + qs_bytes + d_bytes);
         a.neg_sum = reinterpret_cast<int32_t*>(data_.get() + qs_bytes + 2 * d_bytes);
+        a.half_sum = reinterpret_cast<int32_t*>(data_.get() + qs_bytes + 3 * d_bytes);
         return a;
     }
     size_t capacity() const { return capacity_; }
@@ -78,13 +83,13 @@ private:
 
 namespace scalar {
 
-// One block of 32 floats -> quants, scale, sum and sum of the negative quants, as defined at the top
-// of this file.
-inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum, int32_t* neg_sum) {
+// One block of 32 floats -> quants, scale, sum, sum of the negative quants and sum of the first 16,
+// as defined at the top of this file.
+inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum, int32_t* neg_sum, int32_t* half_sum) {
     float amax = 0.0f;
     for (int j = 0; j < q8_block; ++j) amax = std::fmax(amax, std::fabs(x[j]));
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-    int32_t s = 0, negative = 0;
+    int32_t s = 0, negative = 0, first_half = 0;
     for (int j = 0; j < q8_block; ++j) {
         float v = std::nearbyint(x[j] * id);
         v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;  // only non-finite inputs reach the bounds
@@ -92,10 +97,12 @@ inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum,
         q[j] = static_cast<int8_t>(v);
         s += q[j];
         negative += q[j] < 0 ? q[j] : 0;
+        if (j == q8_block / 2 - 1) first_half = s;
     }
     *d = amax / 127.0f;
     *sum = s;
     *neg_sum = negative;
+    *half_sum = first_half;
 }
 
 }  // namespace scalar
@@ -103,7 +110,7 @@ inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum,
 #if defined(LUMEN_CPU_HAVE_AVX2)
 namespace avx2 {
 
-inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum, int32_t* neg_sum) {
+inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum, int32_t* neg_sum, int32_t* half_sum) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
     __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
@@ -122,7 +129,9 @@ inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum,
         return _mm256_cvtps_epi32(r);
     };
     const __m256i i0 = to_int(v0), i1 = to_int(v1), i2 = to_int(v2), i3 = to_int(v3);
-    *sum = sum_lanes(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+    const __m256i first_half = _mm256_add_epi32(i0, i1);
+    *sum = sum_lanes(_mm256_add_epi32(first_half, _mm256_add_epi32(i2, i3)));
+    *half_sum = sum_lanes(first_half);
     const __m256i zero = _mm256_setzero_si256();
     *neg_sum = sum_lanes(_mm256_add_epi32(_mm256_add_epi32(_mm256_min_epi32(i0, zero), _mm256_min_epi32(i1, zero)),
                                           _mm256_add_epi32(_mm256_min_epi32(i2, zero), _mm256_min_epi32(i3, zero))));
@@ -142,7 +151,7 @@ namespace wasm128 {
 
 // The same as scalar::quantize_block_q8, in SIMD128: pmax/pmin (b < a ? b : a style) skip NaNs as
 // fmax and the scalar clamp do, f32x4.nearest rounds to nearest even as nearbyint does.
-inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum, int32_t* neg_sum) {
+inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum, int32_t* neg_sum, int32_t* half_sum) {
     v128_t v[8];
     v128_t m = wasm_f32x4_splat(0.0f);
     for (int i = 0; i < 8; ++i) {
@@ -155,7 +164,7 @@ inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum,
     const v128_t id = wasm_f32x4_splat(amax != 0.0f ? 127.0f / amax : 0.0f);
     const v128_t lo = wasm_f32x4_splat(-127.0f), hi = wasm_f32x4_splat(127.0f);
     v128_t i32[8];
-    v128_t s = wasm_i32x4_splat(0), negative = s;
+    v128_t s = wasm_i32x4_splat(0), negative = s, first_half = s;
     for (int i = 0; i < 8; ++i) {
         v128_t r = wasm_f32x4_nearest(wasm_f32x4_mul(v[i], id));
         r = wasm_f32x4_pmax(wasm_f32x4_pmin(r, hi), lo);  // a NaN stays NaN
@@ -163,6 +172,7 @@ inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum,
         i32[i] = wasm_i32x4_trunc_sat_f32x4(r);
         s = wasm_i32x4_add(s, i32[i]);
         negative = wasm_i32x4_add(negative, wasm_i32x4_min(i32[i], wasm_i32x4_splat(0)));
+        if (i == 3) first_half = s;
     }
     for (int i = 0; i < 2; ++i) {
         const v128_t lo16 = wasm_i16x8_narrow_i32x4(i32[4 * i], i32[4 * i + 1]);
@@ -171,13 +181,14 @@ inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum,
     }
     *sum = sum_lanes(s);
     *neg_sum = sum_lanes(negative);
+    *half_sum = sum_lanes(first_half);
     *d = amax / 127.0f;
 }
 
 }  // namespace wasm128
 #endif
 
-using quantize_block_fn = void (*)(const float* x, int8_t* q, float* d, int32_t* sum, int32_t* neg_sum);
+using quantize_block_fn = void (*)(const float* x, int8_t* q, float* d, int32_t* sum, int32_t* neg_sum, int32_t* half_sum);
 
 // Tokens [t0, t1) of x (n_tokens, cols) -> a, block by block with `quantize_block` (the scalar or
 // a SIMD version of the definition above, which agree bit for bit); a was made for x's shape.
@@ -186,7 +197,7 @@ inline void quantize_tokens(quantize_block_fn quantize_block, const float* x, co
     for (int64_t t = t0; t < t1; ++t)
         for (int64_t b = 0; b < a.n_blocks; ++b)
             quantize_block(x + t * a.cols + b * q8_block, a.qs + t * a.cols + b * q8_block, a.d + b * a.n_tokens + t,
-                           a.sum + b * a.n_tokens + t, a.neg_sum + b * a.n_tokens + t);
+                           a.sum + b * a.n_tokens + t, a.neg_sum + b * a.n_tokens + t, a.half_sum + b * a.n_tokens + t);
 }
 
 }  // namespace lumen::cpu

@@ -8,10 +8,11 @@
 //   LUMEN_CPU_HAVE_VNNI   AVX-VNNI or AVX-512 VNNI+VL: the AVX2 integer dot products use vpdpbusd
 //                         (unless LUMEN_NO_VNNI is defined; the results are the same either way).
 //   LUMEN_CPU_HAVE_AVX512 also AVX-512 F+BW+VL+VNNI and LUMEN_CPU_HAVE_VNNI (e.g. Ice Lake, Zen 4
-//                         and later): Q8_0 and Q4_0 weights repacked into 16-row groups
-//                         (matmul_packed.hpp; unrepacked: two rows per 512-bit register,
-//                         matmul_avx512.hpp), Q6_K two blocks per register (matmul_kquants.hpp),
-//                         unless LUMEN_NO_AVX512 is defined.
+//                         and later): Q8_0, Q4_0 and Q6_K weights repacked into 16-row groups,
+//                         a row per 32-bit lane (matmul_packed.hpp, matmul_packed_q6_k.hpp;
+//                         unrepacked: Q8_0/Q4_0 two rows per 512-bit register, matmul_avx512.hpp,
+//                         Q6_K two blocks per register, matmul_kquants.hpp), unless
+//                         LUMEN_NO_AVX512 is defined.
 //   LUMEN_CPU_HAVE_WASM   __wasm_simd128__ (em++ -msimd128).
 //   LUMEN_CPU_HAVE_WASM_RELAXED  also __wasm_relaxed_simd__ and LUMEN_WASM_RELAXED_DOT (the web
 //                         build's relaxed flavours: em++ -mrelaxed-simd, and a post-link step that
