@@ -335,17 +335,13 @@ inline void matmul_many(std::span<const matmul_product> products, const float* x
         for (size_t i = 0; i < products.size(); ++i)
             if (kernels[i].input == activation_format::q8) args[i].xq = &xq;
     }
-    // long jobs (over 1 MiB of weights per thread and token) in shrinking chunks (thread_pool.hpp)
-    size_t bytes = 0;
-    for (const matmul_product& p : products) bytes += p.w->n_bytes;
-    const bool long_job = static_cast<double>(bytes) * static_cast<double>(n_tokens) >= double{1 << 20} * pool.size();
     pool.parallel_for(first_group[products.size()], [&](int64_t g0, int64_t g1) {
         for (size_t i = 0; i < products.size(); ++i) {
             const int64_t lo = std::max(g0, first_group[i]) - first_group[i];
             const int64_t hi = std::min(g1, first_group[i + 1]) - first_group[i];
             if (lo < hi) kernels[i].rows(args[i], lo * group, std::min(args[i].y_stride, hi * group));
         }
-    }, long_job ? chunking::shrinking : chunking::equal);
+    });
 }
 
 // Makes now what the products with w would make on first use (a repacked copy, float scales), for

@@ -21,35 +21,33 @@
 namespace lumen::cpu {
 
 // How it works. A call publishes one job: a type-erased chunk function (a plain function pointer
-// plus a pointer to the caller's callable, so nothing is allocated per call) and the item count,
-// split into contiguous chunks (see chunking). Every participant (the caller and each worker)
-// claims chunks from a shared atomic ticket until none are left, then counts the ones it ran as
-// done; the caller waits until every chunk has finished. Because the caller claims chunks too, a job completes even if no worker wakes in
-// time. Idle workers spin on the ticket for up to spin_time (so the back-to-back calls of a forward
+// plus a pointer to the caller's callable, so nothing is allocated per call) and, for each
+// participant (the caller and each worker), an equal share of the items. A participant runs its
+// own share front to back in chunks that shrink as it goes (a quarter of what is left each time:
+// long contiguous runs first, short ones last), then takes chunks from the back of the others'
+// shares until none are left, and counts what it ran as done, once. The caller returns when every
+// item is done. Each share is one atomic word (front, back) on a cache line of its own, so claiming
+// from one's own share does not move a line between cores; only the end of a job does, where the
+// thread that runs ahead (two rarely run at the same speed on a shared machine) takes over the
+// other's last chunks and the last to finish waits for a short one. Equal chunks handed out from
+// one shared counter left the threads waiting for each other ~10% of token generation time (long
+// jobs: the tail of a quarter of the job) or paid ~0.3 us per extra chunk in line moves (short
+// ones). Because the caller runs chunks too, a job completes even if no worker wakes in time.
+// Idle workers spin on the job counter for up to spin_time (so the back-to-back calls of a forward
 // pass find them awake), then sleep on a condition variable; the caller likewise spins for up to
 // spin_time waiting for the last chunks, then sleeps. The spin is bounded by the clock, not by a
 // count of polls: a `pause` instruction takes 3 cycles on some CPUs and 140 on others, and on a
 // machine shared with other processes a spinning thread takes CPU time from them.
 //
-// The ticket packs (generation << 32) | (n_chunks << 16) | next_chunk, so a worker that wakes late
-// for an old job can never claim a chunk of a newer one: its claim fails on the generation.
+// A worker that is still looking for chunks of a finished job (it ran none) may find the next job's
+// shares: it runs those chunks with the next job's function (published before the shares) and
+// counts them for it, which is correct; a participant that ran chunks of a job counts them before
+// it looks at anything else, so no job can finish while a chunk of it is still running or counted.
 //
 // Exceptions thrown by fn in any thread are caught; the remaining chunks still run, and the first
 // exception is rethrown on the calling thread once the whole job is done. parallel_for called from
 // inside a chunk (nested) runs fn(0, n) serially on that thread. Calls from several threads at once
 // are serialized.
-// How parallel_for cuts its items into chunks:
-//   equal      2 per thread, of equal size: the least overhead, for short jobs.
-//   shrinking  each chunk 1 / (2 n_threads) of the items still left (at least 1/48 of all): with 2
-//              threads 1/4, 3/16, 9/64, ... The threads start on long contiguous runs and end on
-//              short ones: a thread that runs ahead (two rarely run at the same speed on a shared
-//              machine) takes more of them, and the last to finish waits for a short one, not a
-//              quarter of the job. For long jobs (token generation of tinyllama Q4_0: the threads
-//              waited for each other ~10% of the time with equal chunks, tokens/s +5% A/B); on short
-//              ones (stories110M, ~40 us per product) the extra chunks cost more than they save
-//              (~0.3 us each, -6%).
-enum class chunking { equal, shrinking };
-
 class thread_pool {
 public:
     static constexpr int max_threads = 1024;
@@ -59,9 +57,10 @@ public:
         if (n_threads < 1 || n_threads > max_threads)
             throw error("thread_pool: the thread count must be in [1, " + std::to_string(max_threads) + "], got " +
                         std::to_string(n_threads));
+        shares_ = std::make_unique<share[]>(static_cast<size_t>(n_threads));
         try {
             workers_.reserve(static_cast<size_t>(n_threads - 1));
-            for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { worker_main(); });
+            for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_main(i); });
         } catch (const std::exception& e) {
             shut_down();
             throw error("thread_pool: cannot start " + std::to_string(n_threads - 1) + " worker threads: " + e.what());
@@ -79,7 +78,7 @@ public:
     // (the caller runs chunks too), and returns when all are done. fn must be safe to call
     // concurrently on disjoint ranges. Allocates nothing.
     template <class F>
-    void parallel_for(int64_t n_items, F&& fn, chunking split = chunking::equal) {
+    void parallel_for(int64_t n_items, F&& fn) {
         if (n_items <= 0) return;
         if (n_threads_ == 1 || n_items == 1 || inside_chunk_) {
             fn(int64_t{0}, n_items);
@@ -87,39 +86,53 @@ public:
         }
         using callable = std::remove_reference_t<F>;
         auto call = [](void* context, int64_t begin, int64_t end) { (*static_cast<callable*>(context))(begin, end); };
-        run(call, const_cast<void*>(static_cast<const void*>(std::addressof(fn))), n_items, split);
+        void* context = const_cast<void*>(static_cast<const void*>(std::addressof(fn)));
+        for (int64_t offset = 0; offset < n_items; offset += max_job_items) {  // shares count items in 32 bits
+            const int64_t n = std::min(max_job_items, n_items - offset);
+            if (offset == 0) {
+                run(call, context, n);
+            } else {
+                auto shifted = [&](int64_t begin, int64_t end) { fn(offset + begin, offset + end); };
+                auto shifted_call = [](void* c, int64_t begin, int64_t end) { (*static_cast<decltype(shifted)*>(c))(begin, end); };
+                run(shifted_call, &shifted, n);
+            }
+        }
     }
 
 private:
     using chunk_fn = void (*)(void* context, int64_t begin, int64_t end);
+    static constexpr int64_t max_job_items = int64_t{1} << 31;
+    static constexpr std::chrono::microseconds spin_time{200};  // before a waiting thread sleeps
 
-    // Chunk c covers [begin[c], begin[c + 1]).
-    static constexpr int64_t max_chunks = 48;
     struct job {
         chunk_fn call = nullptr;
         void* context = nullptr;
-        int64_t begin[max_chunks + 1] = {};
+        int64_t n_items = 0;
     };
+    // A participant's items not yet claimed: [front, back), packed as front << 32 | back.
+    struct alignas(64) share {
+        std::atomic<uint64_t> bounds{0};
+    };
+    static uint64_t pack(int64_t front, int64_t back) { return static_cast<uint64_t>(front) << 32 | static_cast<uint64_t>(back); }
+    static int64_t front_of(uint64_t b) { return static_cast<int64_t>(b >> 32); }
+    static int64_t back_of(uint64_t b) { return static_cast<int64_t>(b & 0xffffffffu); }
 
-    // Cuts [0, n_items) into job_.begin as `split` says; returns the number of chunks.
-    uint32_t cut_into_chunks(int64_t n_items, chunking split) {
-        const int64_t per_thread = 2, n_parts = per_thread * n_threads_;
-        uint32_t n_chunks = 0;
-        if (split == chunking::equal) {
-            n_chunks = static_cast<uint32_t>(std::min(n_items, std::min<int64_t>(n_parts, max_chunks)));
-            for (uint32_t c = 0; c <= n_chunks; ++c) job_.begin[c] = n_items * c / n_chunks;
-            return n_chunks;
+    // Claims a quarter (at least 1) of what is left in share i: from the front (its owner) or from
+    // the back (another participant). False when it is empty.
+    bool claim(int i, bool from_front, int64_t& begin, int64_t& end) {
+        std::atomic<uint64_t>& bounds = shares_[static_cast<size_t>(i)].bounds;
+        uint64_t b = bounds.load(std::memory_order_acquire);
+        for (;;) {
+            const int64_t front = front_of(b), back = back_of(b);
+            if (front >= back) return false;
+            const int64_t size = std::max<int64_t>(1, (back - front) / 4);
+            begin = from_front ? front : back - size;
+            end = begin + size;
+            if (bounds.compare_exchange_weak(b, from_front ? pack(end, back) : pack(front, begin), std::memory_order_acq_rel,
+                                             std::memory_order_acquire))
+                return true;
         }
-        const int64_t min_size = (n_items + max_chunks - 1) / max_chunks;
-        for (int64_t start = 0; start < n_items; ++n_chunks) {
-            job_.begin[n_chunks] = start;
-            start += std::min(n_items - start, std::max(min_size, (n_items - start + n_parts - 1) / n_parts));
-        }
-        job_.begin[n_chunks] = n_items;
-        return n_chunks;
     }
-
-    static constexpr std::chrono::microseconds spin_time{200};  // before a waiting thread sleeps
 
     // Polls `ready` (with a pause between polls) until it returns true or spin_time has passed.
     template <class Ready>
@@ -134,10 +147,6 @@ private:
         }
     }
 
-    static uint32_t generation_of(uint64_t ticket) { return static_cast<uint32_t>(ticket >> 32); }
-    static uint32_t n_chunks_of(uint64_t ticket) { return static_cast<uint32_t>(ticket >> 16) & 0xffffu; }
-    static uint32_t next_chunk_of(uint64_t ticket) { return static_cast<uint32_t>(ticket) & 0xffffu; }
-
     static void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
@@ -146,25 +155,24 @@ private:
 #endif
     }
 
-    void run(chunk_fn call, void* context, int64_t n_items, chunking split) {
+    void run(chunk_fn call, void* context, int64_t n_items) {
         std::lock_guard<std::mutex> one_call_at_a_time(call_mutex_);
-        const uint32_t generation = ++generation_;
-        job_.call = call;
-        job_.context = context;
-        const uint32_t n_chunks = cut_into_chunks(n_items, split);
+        job_ = job{call, context, n_items};
         done_.store(0, std::memory_order_relaxed);
         failed_.store(false, std::memory_order_relaxed);
-        ticket_.store((static_cast<uint64_t>(generation) << 32) | (static_cast<uint64_t>(n_chunks) << 16),
-                      std::memory_order_release);
-        { std::lock_guard<std::mutex> lock(mutex_); }  // a worker about to sleep sees the new ticket
+        for (int i = 0; i < n_threads_; ++i)  // released with the job by each share's store
+            shares_[static_cast<size_t>(i)].bounds.store(pack(n_items * i / n_threads_, n_items * (i + 1) / n_threads_),
+                                                         std::memory_order_release);
+        generation_.fetch_add(1, std::memory_order_release);
+        { std::lock_guard<std::mutex> lock(mutex_); }  // a worker about to sleep sees the new generation
         wake_cv_.notify_all();
 
-        run_chunks(generation);
+        run_chunks(0);
 
-        const bool finished = spin_until([&] { return done_.load(std::memory_order_acquire) == n_chunks; });
-        if (!finished) {
+        auto finished = [&] { return done_.load(std::memory_order_acquire) == n_items; };
+        if (!spin_until(finished)) {
             std::unique_lock<std::mutex> lock(mutex_);
-            done_cv_.wait(lock, [&] { return done_.load(std::memory_order_acquire) == n_chunks; });
+            done_cv_.wait(lock, finished);
         }
         if (failed_.load(std::memory_order_acquire)) {
             std::exception_ptr e = std::move(error_);
@@ -173,54 +181,46 @@ private:
         }
     }
 
-    // Claims and runs chunks of job `generation` until none are left (or a newer job replaced it),
-    // then counts them done, all at once (one move of done_'s cache line per thread and job).
-    void run_chunks(uint32_t generation) {
-        uint32_t ran = 0, n_chunks = 0;
-        for (;;) {
-            uint64_t ticket = ticket_.load(std::memory_order_acquire);
-            for (;;) {
-                if (generation_of(ticket) != generation || next_chunk_of(ticket) >= n_chunks_of(ticket)) {
-                    // The chunks claimed and not yet counted keep the job alive: the caller waits
-                    // for them before publishing another.
-                    if (ran > 0 && done_.fetch_add(ran, std::memory_order_acq_rel) + ran == n_chunks) {
-                        { std::lock_guard<std::mutex> lock(mutex_); }  // the caller is waiting or will see done_
-                        done_cv_.notify_one();
-                    }
-                    return;
-                }
-                if (ticket_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_acq_rel,
-                                                  std::memory_order_acquire))
-                    break;
-            }
-            const uint32_t chunk = next_chunk_of(ticket);
-            n_chunks = n_chunks_of(ticket);
+    // Participant self's part of the current job: its own share from the front, then the others'
+    // from the back; then what it ran is counted done.
+    void run_chunks(int self) {
+        int64_t ran = 0, n_items = 0;
+        auto run_one = [&](int64_t begin, int64_t end) {
+            const job j = job_;  // published before the share the chunk came from
             inside_chunk_ = true;
             try {
-                job_.call(job_.context, job_.begin[chunk], job_.begin[chunk + 1]);
+                j.call(j.context, begin, end);
             } catch (...) {
                 if (!failed_.exchange(true, std::memory_order_acq_rel)) error_ = std::current_exception();
             }
             inside_chunk_ = false;
-            ++ran;
+            ran += end - begin;
+            n_items = j.n_items;
+        };
+        int64_t begin, end;
+        while (claim(self, true, begin, end)) run_one(begin, end);
+        for (int k = 1; k < n_threads_; ++k)
+            while (claim((self + k) % n_threads_, false, begin, end)) run_one(begin, end);
+        if (ran > 0 && done_.fetch_add(ran, std::memory_order_acq_rel) + ran == n_items) {
+            { std::lock_guard<std::mutex> lock(mutex_); }  // the caller is waiting or will see done_
+            done_cv_.notify_one();
         }
     }
 
-    void worker_main() noexcept {
+    void worker_main(int self) noexcept {
         try {
-            uint32_t seen = 0;
+            uint64_t seen = 0;
             for (;;) {
                 auto has_news = [&] {
-                    return stop_.load(std::memory_order_acquire) ||
-                           generation_of(ticket_.load(std::memory_order_acquire)) != seen;
+                    return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen;
                 };
                 if (!spin_until(has_news)) {
                     std::unique_lock<std::mutex> lock(mutex_);
                     wake_cv_.wait(lock, has_news);
                 }
                 if (stop_.load(std::memory_order_acquire)) return;
-                seen = generation_of(ticket_.load(std::memory_order_acquire));
-                run_chunks(seen);
+                seen = generation_.load(std::memory_order_acquire);
+                run_chunks(self);
             }
         } catch (...) {
             // Only the pool's own locking could throw here; the callers finish every job without this
@@ -240,18 +240,18 @@ private:
     }
 
     int n_threads_;
+    std::unique_ptr<share[]> shares_;  // one per participant: 0 the caller, i the worker i
     std::vector<std::thread> workers_;
     std::mutex call_mutex_;  // one parallel_for at a time
     std::mutex mutex_;       // guards the sleeping of workers and of the caller
     std::condition_variable wake_cv_;
     std::condition_variable done_cv_;
-    std::atomic<uint64_t> ticket_{0};
-    std::atomic<uint32_t> done_{0};  // chunks of the current job that have finished
+    std::atomic<uint64_t> generation_{0};  // jobs published so far
+    std::atomic<int64_t> done_{0};         // items of the current job run and counted
     std::atomic<bool> stop_{false};
     std::atomic<bool> failed_{false};
     std::exception_ptr error_;  // the first exception of the current job
     job job_;
-    uint32_t generation_ = 0;  // guarded by call_mutex_
 
     static inline thread_local bool inside_chunk_ = false;
 };
