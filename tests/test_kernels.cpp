@@ -674,3 +674,34 @@ TEST_CASE("repacked Q8_0, Q4_0 (AVX-512: 16-row groups, AVX2: 8) and Q6_K (AVX-5
     CHECK(run_matmul(w, x, 2, pool, ks) == run_matmul(w, x, 2, pool, lumen::cpu::scalar_kernels()));
 #endif
 }
+
+TEST_CASE("matmul_swiglu (the feed-forward's products with silu * up fused) equals matmul then swiglu, bit for bit", "[kernels]") {
+    for (int n_threads : {1, 2, 3}) {
+        thread_pool pool(n_threads);
+        for (dtype type : {dtype::f32, dtype::q8_0, dtype::q4_0, dtype::q6_k})
+            for (int64_t hidden : {16, 40, 96})
+                for (int64_t n_tokens : {1, 2, 5}) {
+                    const int64_t cols = type == dtype::q6_k ? 256 : 64;
+                    INFO("type " << lumen::dtype_name(type) << ", hidden " << hidden << ", tokens " << n_tokens << ", threads " << n_threads);
+                    const weight w_gate = make_weight(type, hidden, cols, static_cast<uint32_t>(hidden + n_tokens));
+                    const weight w_up = make_weight(type, hidden, cols, static_cast<uint32_t>(3 * hidden + n_tokens));
+                    const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 23, -2.0f, 2.0f);
+                    std::vector<float> expected = run_matmul(w_gate, x, n_tokens, pool, lumen::cpu::default_kernels());
+                    const std::vector<float> up = run_matmul(w_up, x, n_tokens, pool, lumen::cpu::default_kernels());
+                    lumen::cpu::swiglu(expected.data(), expected.data(), up.data(), n_tokens * hidden);
+
+                    std::vector<float> gate(expected.size(), NAN), up_fused(expected.size(), NAN);
+                    lumen::cpu::matmul_scratch scratch;
+                    lumen::cpu::matmul_swiglu(w_gate.view, w_up.view, x.data(), gate.data(), up_fused.data(), n_tokens, pool, scratch);
+                    REQUIRE(std::memcmp(gate.data(), expected.data(), gate.size() * sizeof(float)) == 0);
+                    REQUIRE(std::memcmp(up_fused.data(), up.data(), up.size() * sizeof(float)) == 0);
+                }
+    }
+    // the two weights must have as many rows: the error names both
+    thread_pool pool(2);
+    const weight a = make_weight(dtype::q8_0, 32, 64, 1), b = make_weight(dtype::q8_0, 48, 64, 2);
+    std::vector<float> x(64, 1.0f), gate(48), up(48);
+    lumen::cpu::matmul_scratch scratch;
+    REQUIRE_THROWS_WITH(lumen::cpu::matmul_swiglu(a.view, b.view, x.data(), gate.data(), up.data(), 1, pool, scratch),
+                        Catch::Contains("test.weight") && Catch::Contains("32 and 48"));
+}

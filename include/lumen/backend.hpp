@@ -49,6 +49,15 @@ public:
     virtual void matmul_many(std::span<const matmul_product> products, const float* x, int64_t n) {
         for (const matmul_product& p : products) matmul(*p.w, x, p.y, n);
     }
+    // gate (n, hidden) = silu(X @ W_gate^T) * (X @ W_up^T) for W_gate, W_up (hidden, cols), X (n, cols);
+    // up (n, hidden) is scratch. A backend may fuse the steps (the CPU applies swiglu to each chunk
+    // of rows as soon as both products have it).
+    virtual void matmul_swiglu(const tensor_view& w_gate, const tensor_view& w_up, const float* x, float* gate, float* up,
+                               int64_t n) {
+        const matmul_product products[] = {{&w_gate, gate}, {&w_up, up}};
+        matmul_many(products, x, n);
+        swiglu(gate, gate, up, n * w_gate.rows());
+    }
     // out (n, dim) = x / sqrt(mean(x^2) + eps) * weight (dim,), row by row.
     virtual void rmsnorm(float* out, const float* x, const float* weight, int64_t n, int64_t dim, float eps) = 0;
     // Rotates adjacent pairs (2i, 2i+1) of the first rope_dims of each head of x (n, n_heads * head_dim);

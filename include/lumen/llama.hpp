@@ -132,7 +132,7 @@ struct llama_state {
 // one only. The caller checks n <= n_batch and pos0 + n <= n_ctx.
 inline void llama_forward(const model_config& c, const llama_weights& w, backend& be, llama_state& s,
                           const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits) {
-    const int64_t dim = c.dim, kv_dim = c.kv_dim(), hidden = c.hidden_dim;
+    const int64_t dim = c.dim, kv_dim = c.kv_dim();
     float* x = s.x.data();
     float* h = s.h.data();
     float* q = s.q.data();
@@ -162,9 +162,7 @@ inline void llama_forward(const model_config& c, const llama_weights& w, backend
 
         // Feed-forward: x = x + w_down(silu(w_gate h) * w_up h), h = rmsnorm(x)
         be.rmsnorm(h, x, L.ffn_norm->data_as_f32(), n, dim, c.rms_norm_eps);
-        const matmul_product gate_up[] = {{L.w_gate, gate}, {L.w_up, up}};
-        be.matmul_many(gate_up, h, n);  // gate = w_gate h, up = w_up h (n, hidden)
-        be.swiglu(gate, gate, up, n * hidden);
+        be.matmul_swiglu(*L.w_gate, *L.w_up, h, gate, up, n);  // gate = silu(w_gate h) * w_up h (n, hidden)
         be.matmul(*L.w_down, gate, proj, n);                               // proj (n, dim)
         be.add(x, proj, n * dim);
     }

@@ -37,6 +37,10 @@ public:
     void matmul_many(std::span<const matmul_product> products, const float* x, int64_t n) override {
         cpu::matmul_many(products, x, n, pool_, scratch_);
     }
+    void matmul_swiglu(const tensor_view& w_gate, const tensor_view& w_up, const float* x, float* gate, float* up,
+                       int64_t n) override {
+        cpu::matmul_swiglu(w_gate, w_up, x, gate, up, n, pool_, scratch_);
+    }
     void rmsnorm(float* out, const float* x, const float* weight, int64_t n, int64_t dim, float eps) override {
         parallel_if_large(n, n * dim, [&](int64_t t0, int64_t t1) {
             for (int64_t t = t0; t < t1; ++t) cpu::rmsnorm(out + t * dim, x + t * dim, weight, dim, eps);

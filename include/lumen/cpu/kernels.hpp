@@ -1,6 +1,6 @@
 // cpu/kernels.hpp: the CPU compute kernels of the forward pass: the matrix products (matmul.hpp,
 // for every weight type and instruction set) and the element-wise steps: rmsnorm, softmax, SwiGLU
-// and rotary embeddings.
+// (also fused with the products before it) and rotary embeddings.
 //
 // The element-wise helpers follow llama2.c's run.c operation for operation, so greedy outputs can
 // match it token for token; they are a small share of the time, and plain loops.
@@ -53,6 +53,30 @@ inline void silu(float* x, int64_t n) {
 // out (n,) = silu(gate) * up   // F.silu(self.w1(x)) * self.w3(x); out may alias gate or up
 inline void swiglu(float* out, const float* gate, const float* up, int64_t n) {
     for (int64_t i = 0; i < n; ++i) out[i] = silu(gate[i]) * up[i];
+}
+
+// gate (n_tokens, hidden) = silu(X @ W_gate^T) * (X @ W_up^T) for W_gate, W_up (hidden, cols) and
+// X (n_tokens, cols); up (n_tokens, hidden) holds X @ W_up^T after. One job: each chunk of rows
+// computes both products for its rows and applies swiglu to them at once, so the element-wise step
+// (an exp per element: ~7 us for one token of stories110M, 20 us of TinyLlama, on one thread while
+// the others waited) is spread over the threads at no extra wait. The same bits as matmul_many then
+// swiglu.
+inline void matmul_swiglu(const tensor_view& w_gate, const tensor_view& w_up, const float* x, float* gate, float* up,
+                          int64_t n_tokens, thread_pool& pool, matmul_scratch& scratch,
+                          const kernel_set& ks = default_kernels()) {
+    if (w_gate.rows() != w_up.rows())
+        throw error("matmul_swiglu: tensors '" + w_gate.name + "' and '" + w_up.name + "' must have as many rows, got " +
+                    std::to_string(w_gate.rows()) + " and " + std::to_string(w_up.rows()));
+    const matmul_product products[] = {{&w_gate, gate}, {&w_up, up}};
+    prepared_products p;
+    if (!p.prepare(products, x, n_tokens, pool, scratch, ks)) return;
+    const int64_t hidden = w_gate.rows(), group = matmul_row_group;
+    pool.parallel_for((hidden + group - 1) / group, [&](int64_t g0, int64_t g1) {
+        const int64_t r0 = g0 * group, r1 = std::min(hidden, g1 * group);
+        p.rows(0, r0, r1);
+        p.rows(1, r0, r1);
+        for (int64_t t = 0; t < n_tokens; ++t) swiglu(gate + t * hidden + r0, gate + t * hidden + r0, up + t * hidden + r0, r1 - r0);
+    });
 }
 
 // vec (n_heads, head_dim) <- RoPE at position pos, on adjacent pairs (Meta / llama2.c layout):

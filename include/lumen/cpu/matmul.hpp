@@ -279,67 +279,92 @@ inline matmul_kernel matmul_kernel_for(const tensor_view& w, const char* what, c
                 " is not supported by the CPU kernels (" + supported + ")");
 }
 
+inline constexpr size_t max_products = 8;
+
+// What matmul_many and matmul_swiglu (kernels.hpp) share: for up to max_products weights W_i (rows_i,
+// cols) of one input X (n_tokens, cols), each product's kernel and arguments (Y_i into products[i].y,
+// (n_tokens, rows_i)), the activations quantized once where a kernel wants them. args[i].xq points
+// into the struct: it stays where it was made.
+struct prepared_products {
+    size_t n = 0;
+    std::array<matmul_kernel, max_products> kernels{};
+    std::array<matmul_args, max_products> args{};
+    q8_activations xq;
+
+    // False when there is nothing to compute (no tokens or no products); throws lumen::error for bad
+    // shapes, types and counts.
+    bool prepare(std::span<const matmul_product> products, const float* x, int64_t n_tokens, thread_pool& pool,
+                 matmul_scratch& scratch, const kernel_set& ks) {
+        if (products.size() > max_products)
+            throw error("matmul: at most " + std::to_string(max_products) + " products at once, got " + std::to_string(products.size()));
+        n = products.size();
+        for (size_t i = 0; i < n; ++i) kernels[i] = matmul_kernel_for(*products[i].w, "matmul", ks);
+        if (n_tokens < 0) throw error("matmul: negative token count " + std::to_string(n_tokens));
+        if (n_tokens == 0 || products.empty()) return false;
+
+        const int64_t cols = products[0].w->cols();
+        bool q8_input = false;
+        for (size_t i = 0; i < n; ++i) {
+            const tensor_view& w = *products[i].w;
+            const matmul_kernel& k = kernels[i];
+            if (w.cols() != cols)
+                throw error("matmul: tensor '" + w.name + "' has rows of " + std::to_string(w.cols()) +
+                            " elements, the input " + std::to_string(cols));
+            matmul_args& a = args[i];
+            a.type = w.type;
+            a.w = w.data;
+            a.w_stride = w.bytes_per_row();  // throws unless rows are whole blocks
+            a.cols = cols;
+            a.n_tokens = n_tokens;
+            a.x = x;
+            a.x_stride = cols;
+            a.y = products[i].y;
+            a.y_stride = w.rows();
+            if (k.float_scales) a.w_scales = scratch.float_scales_for(w);
+            if (const packed_weight* p = scratch.packed_for(w, k, pool)) {
+                a.w_packed = p->data.get();
+                a.packed_rows = p->rows;
+            }
+            if (k.input == activation_format::q8) {
+                if (cols % q8_block != 0)
+                    throw error("matmul: tensor '" + w.name + "': rows of " + std::to_string(cols) +
+                                " elements cannot be cut into blocks of 32");
+                q8_input = true;
+            }
+        }
+        if (q8_input) {
+            xq = scratch.q8.view(n_tokens, cols);
+            pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1) { quantize_tokens(ks.quantize_block, x, xq, t0, t1); });
+            for (size_t i = 0; i < n; ++i)
+                if (kernels[i].input == activation_format::q8) args[i].xq = &xq;
+        }
+        return true;
+    }
+
+    // Rows [r0, r1) of product i, every token.
+    void rows(size_t i, int64_t r0, int64_t r1) const { kernels[i].rows(args[i], r0, r1); }
+};
+
+// Rows go to the pool in groups of this many (whole tiles of every kernel).
+inline constexpr int64_t matmul_row_group = 16;
+
 // Y_i (n_tokens, rows_i) = X (n_tokens, cols) @ W_i^T for up to max_products weights W_i (rows_i,
 // cols) of any type in the table that share the input X: the activations are quantized once, and
 // the rows of all the products go to the pool as one job, in groups of 16 (whole tiles), so the
 // threads wait for each other once rather than once per product. Allocates only when `scratch` must
 // grow (or makes a weight's repacked copy or float scales, once).
-inline constexpr size_t max_products = 8;
 inline void matmul_many(std::span<const matmul_product> products, const float* x, int64_t n_tokens, thread_pool& pool,
                         matmul_scratch& scratch, const kernel_set& ks = default_kernels()) {
-    if (products.size() > max_products)
-        throw error("matmul: at most " + std::to_string(max_products) + " products at once, got " + std::to_string(products.size()));
-    std::array<matmul_kernel, max_products> kernels{};
-    for (size_t i = 0; i < products.size(); ++i) kernels[i] = matmul_kernel_for(*products[i].w, "matmul", ks);
-    if (n_tokens < 0) throw error("matmul: negative token count " + std::to_string(n_tokens));
-    if (n_tokens == 0 || products.empty()) return;
-
-    constexpr int64_t group = 16;
-    const int64_t cols = products[0].w->cols();
-    std::array<matmul_args, max_products> args{};
+    prepared_products p;
+    if (!p.prepare(products, x, n_tokens, pool, scratch, ks)) return;
+    constexpr int64_t group = matmul_row_group;
     std::array<int64_t, max_products + 1> first_group{};  // product i has the groups [first_group[i], first_group[i + 1])
-    bool q8_input = false;
-    for (size_t i = 0; i < products.size(); ++i) {
-        const tensor_view& w = *products[i].w;
-        const matmul_kernel& k = kernels[i];
-        if (w.cols() != cols)
-            throw error("matmul: tensor '" + w.name + "' has rows of " + std::to_string(w.cols()) +
-                        " elements, the input " + std::to_string(cols));
-        matmul_args& a = args[i];
-        a.type = w.type;
-        a.w = w.data;
-        a.w_stride = w.bytes_per_row();  // throws unless rows are whole blocks
-        a.cols = cols;
-        a.n_tokens = n_tokens;
-        a.x = x;
-        a.x_stride = cols;
-        a.y = products[i].y;
-        a.y_stride = w.rows();
-        if (k.float_scales) a.w_scales = scratch.float_scales_for(w);
-        if (const packed_weight* p = scratch.packed_for(w, k, pool)) {
-            a.w_packed = p->data.get();
-            a.packed_rows = p->rows;
-        }
-        if (k.input == activation_format::q8) {
-            if (cols % q8_block != 0)
-                throw error("matmul: tensor '" + w.name + "': rows of " + std::to_string(cols) +
-                            " elements cannot be cut into blocks of 32");
-            q8_input = true;
-        }
-        first_group[i + 1] = first_group[i] + (w.rows() + group - 1) / group;
-    }
-    q8_activations xq;
-    if (q8_input) {
-        xq = scratch.q8.view(n_tokens, cols);
-        pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1) { quantize_tokens(ks.quantize_block, x, xq, t0, t1); });
-        for (size_t i = 0; i < products.size(); ++i)
-            if (kernels[i].input == activation_format::q8) args[i].xq = &xq;
-    }
-    pool.parallel_for(first_group[products.size()], [&](int64_t g0, int64_t g1) {
-        for (size_t i = 0; i < products.size(); ++i) {
+    for (size_t i = 0; i < p.n; ++i) first_group[i + 1] = first_group[i] + (products[i].w->rows() + group - 1) / group;
+    pool.parallel_for(first_group[p.n], [&](int64_t g0, int64_t g1) {
+        for (size_t i = 0; i < p.n; ++i) {
             const int64_t lo = std::max(g0, first_group[i]) - first_group[i];
             const int64_t hi = std::min(g1, first_group[i + 1]) - first_group[i];
-            if (lo < hi) kernels[i].rows(args[i], lo * group, std::min(args[i].y_stride, hi * group));
+            if (lo < hi) p.rows(i, lo * group, std::min(p.args[i].y_stride, hi * group));
         }
     });
 }
