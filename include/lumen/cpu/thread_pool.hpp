@@ -23,8 +23,8 @@ namespace lumen::cpu {
 // How it works. A call publishes one job: a type-erased chunk function (a plain function pointer
 // plus a pointer to the caller's callable, so nothing is allocated per call) and, for each
 // participant (the caller and each worker), an equal share of the items. A participant runs its
-// own share front to back in chunks that shrink as it goes (a quarter of what is left each time:
-// long contiguous runs first, short ones last), then takes chunks from the back of the others'
+// own share front to back in chunks that shrink as it goes (a quarter of what is left each time,
+// down to an eighth of the share: long contiguous runs first, short ones last), then takes chunks from the back of the others'
 // shares until none are left, and counts what it ran as done, once. The caller returns when every
 // item is done. Each share is one atomic word (front, back) on a cache line of its own, so claiming
 // from one's own share does not move a line between cores; only the end of a job does, where the
@@ -112,24 +112,27 @@ private:
     // A participant's items not yet claimed: [front, back), packed as front << 32 | back.
     struct alignas(64) share {
         std::atomic<uint64_t> bounds{0};
+        // an eighth of the share as dealt: no chunk is shorter (unless less is left). Atomic because
+        // a participant of the job before may still read it, with bounds its CAS will find changed.
+        std::atomic<int64_t> min_chunk{1};
     };
     static uint64_t pack(int64_t front, int64_t back) { return static_cast<uint64_t>(front) << 32 | static_cast<uint64_t>(back); }
     static int64_t front_of(uint64_t b) { return static_cast<int64_t>(b >> 32); }
     static int64_t back_of(uint64_t b) { return static_cast<int64_t>(b & 0xffffffffu); }
 
-    // Claims a quarter (at least 1) of what is left in share i: from the front (its owner) or from
-    // the back (another participant). False when it is empty.
+    // Claims a quarter (at least min_chunk) of what is left in share i: from the front (its owner)
+    // or from the back (another participant). False when it is empty.
     bool claim(int i, bool from_front, int64_t& begin, int64_t& end) {
-        std::atomic<uint64_t>& bounds = shares_[static_cast<size_t>(i)].bounds;
-        uint64_t b = bounds.load(std::memory_order_acquire);
+        share& sh = shares_[static_cast<size_t>(i)];
+        uint64_t b = sh.bounds.load(std::memory_order_acquire);
         for (;;) {
             const int64_t front = front_of(b), back = back_of(b);
             if (front >= back) return false;
-            const int64_t size = std::max<int64_t>(1, (back - front) / 4);
+            const int64_t size = std::min(back - front, std::max(sh.min_chunk.load(std::memory_order_relaxed), (back - front) / 4));
             begin = from_front ? front : back - size;
             end = begin + size;
-            if (bounds.compare_exchange_weak(b, from_front ? pack(end, back) : pack(front, begin), std::memory_order_acq_rel,
-                                             std::memory_order_acquire))
+            if (sh.bounds.compare_exchange_weak(b, from_front ? pack(end, back) : pack(front, begin), std::memory_order_acq_rel,
+                                                std::memory_order_acquire))
                 return true;
         }
     }
@@ -160,9 +163,12 @@ private:
         job_ = job{call, context, n_items};
         done_.store(0, std::memory_order_relaxed);
         failed_.store(false, std::memory_order_relaxed);
-        for (int i = 0; i < n_threads_; ++i)  // released with the job by each share's store
-            shares_[static_cast<size_t>(i)].bounds.store(pack(n_items * i / n_threads_, n_items * (i + 1) / n_threads_),
-                                                         std::memory_order_release);
+        for (int i = 0; i < n_threads_; ++i) {  // released with the job by each share's store
+            share& sh = shares_[static_cast<size_t>(i)];
+            const int64_t front = n_items * i / n_threads_, back = n_items * (i + 1) / n_threads_;
+            sh.min_chunk.store(std::max<int64_t>(1, (back - front) / 8), std::memory_order_relaxed);
+            sh.bounds.store(pack(front, back), std::memory_order_release);
+        }
         generation_.fetch_add(1, std::memory_order_release);
         { std::lock_guard<std::mutex> lock(mutex_); }  // a worker about to sleep sees the new generation
         wake_cv_.notify_all();
