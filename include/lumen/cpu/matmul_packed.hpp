@@ -194,6 +194,7 @@ struct packed_q4_0 {
     static weights load(const std::byte* quants) {
         const __m512i low_mask = _mm512_set1_epi8(0x0f), high_mask = _mm512_set1_epi8(static_cast<char>(0xf0));
         weights w;
+        LUMEN_UNROLL
         for (int k = 0; k < 4; ++k) {
             const __m512i q = _mm512_loadu_si512(quants + 64 * k);
             w.low[k] = _mm512_and_si512(q, low_mask);
@@ -205,6 +206,7 @@ struct packed_q4_0 {
     // high nibbles' sum is 16 times theirs, exactly: one shift undoes it)
     static __m512i sums_16(const weights& w, const int8_t* y) {
         __m512i low = _mm512_setzero_si512(), high = _mm512_setzero_si512();
+        LUMEN_UNROLL
         for (int k = 0; k < 4; ++k) {
             low = _mm512_dpbusd_epi32(low, w.low[k], broadcast_4(y + 4 * k));
             high = _mm512_dpbusd_epi32(high, w.high[k], broadcast_4(y + 16 + 4 * k));
@@ -227,11 +229,13 @@ struct packed_q8_0 {
     };
     static weights load(const std::byte* quants) {
         weights w;
+        LUMEN_UNROLL
         for (int k = 0; k < 8; ++k) w.q[k] = _mm512_loadu_si512(quants + 64 * k);
         return w;
     }
     static __m512i sums_16(const weights& w, const int8_t* y) {
         __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();  // two chains of vpdpbusd
+        LUMEN_UNROLL
         for (int k = 0; k < 8; k += 2) {
             even = _mm512_dpbusd_epi32(even, w.q[k], broadcast_4(y + 4 * k));
             odd = _mm512_dpbusd_epi32(odd, w.q[k + 1], broadcast_4(y + 4 * k + 4));
@@ -255,6 +259,7 @@ inline void tile_packed(const matmul_args& a, int64_t g, int64_t t) {
         if constexpr (T == 1) avx2::prefetch_bytes(record + packed_prefetch_records * Packed::record_bytes, Packed::record_bytes);
         const __m512 dw = _mm512_maskz_cvtph_ps(all16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(record)));
         const typename Packed::weights w = Packed::load(record + 2 * packed_group_rows);
+        LUMEN_UNROLL
         for (int k = 0; k < T; ++k) {
             const __m512i s = _mm512_add_epi32(Packed::sums_16(w, x.block(t + k, b)),
                                                _mm512_set1_epi32(Packed::correction(x, t + k, b)));

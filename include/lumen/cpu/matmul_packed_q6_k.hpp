@@ -88,6 +88,7 @@ struct packed_q6_k {
         const __m512i high[2][4] = {
             {_mm512_maskz_slli_epi16(all32, high0, 4), _mm512_maskz_slli_epi16(all32, high0, 2), high0, _mm512_maskz_srli_epi16(all32, high0, 2)},
             {_mm512_maskz_slli_epi16(all32, high1, 4), _mm512_maskz_slli_epi16(all32, high1, 2), high1, _mm512_maskz_srli_epi16(all32, high1, 2)}};
+        LUMEN_UNROLL
         for (int k = 0; k < 4; ++k) {
             const __m512i low = _mm512_loadu_si512(quants + 64 * k);
             constexpr int a_or_b_and_c = 0xf8;  // vpternlog: a | (b & c)
@@ -103,6 +104,7 @@ struct packed_q6_k {
         const int8_t* y = x.block(t, b);
         const int32_t y_low = x.block_half_sum(t, b), y_high = x.block_sum(t, b) - y_low;
         __m512i low = _mm512_set1_epi32(-32 * y_low), high = _mm512_set1_epi32(-32 * y_high);
+        LUMEN_UNROLL
         for (int k = 0; k < 4; ++k) {
             low = _mm512_dpbusd_epi32(low, q[k], broadcast_4(y + 4 * k));
             high = _mm512_dpbusd_epi32(high, q[4 + k], broadcast_4(y + 16 + 4 * k));
@@ -123,6 +125,7 @@ inline void tile_packed_q6_k(const matmul_args& a, int64_t g, int64_t t) {
         for (__m512& v : token) v = _mm512_setzero_ps();
     for (int64_t sb = 0; sb < n_super; ++sb, record += P::record_bytes) {
         const __m512 d = _mm512_maskz_cvtph_ps(all16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(record)));
+        LUMEN_UNROLL
         for (int s = 0; s < 8; ++s) {
             const std::byte* quants = record + P::quants_at + s * P::block_quant_bytes;
             if constexpr (T == 1) avx2::prefetch_bytes(quants + 2 * P::record_bytes, P::block_quant_bytes);
@@ -133,6 +136,7 @@ inline void tile_packed_q6_k(const matmul_args& a, int64_t g, int64_t t) {
             };
             const __m512i sc_low = scales(2 * s), sc_high = scales(2 * s + 1);
             const int64_t b = 8 * sb + s;
+            LUMEN_UNROLL
             for (int k = 0; k < T; ++k) {
                 const __m512i isum = P::isum_16(q, sc_low, sc_high, x, t + k, b);
                 const __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(x.scale(t + k, b)));

@@ -50,6 +50,17 @@
 #endif
 #endif
 
+// LUMEN_UNROLL before a loop of a constant, small trip count: unrolled, so that arrays of vectors
+// indexed by its counter stay in registers (GCC 12 otherwise kept the repacked kernels' weight
+// vectors on the stack and ran their 4-step loops as loops: tinyllama Q4_0 ~20% slower).
+#if defined(__clang__)
+#define LUMEN_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define LUMEN_UNROLL _Pragma("GCC unroll 16")
+#else
+#define LUMEN_UNROLL
+#endif
+
 namespace lumen::cpu {
 
 // The instruction set of the active kernels, for messages and benchmark tables.
