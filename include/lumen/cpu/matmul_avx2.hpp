@@ -71,6 +71,7 @@ template <class Row, int R, int T>
 inline void tile_float(const matmul_args& a, int64_t r, int64_t t) {
     __m256 acc[R][T];
     for (int i = 0; i < R; ++i)
+        LUMEN_UNROLL
         for (int k = 0; k < T; ++k) acc[i][k] = _mm256_setzero_ps();
     const std::byte* w = a.w + r * a.w_stride;
     const float* x = a.x + t * a.x_stride;
@@ -83,6 +84,7 @@ inline void tile_float(const matmul_args& a, int64_t r, int64_t t) {
             for (int64_t k = 0; k < next_step; k += 64) _mm_prefetch(next + j / 8 * next_step + k, _MM_HINT_T0);
         __m256 wv[R];
         for (int i = 0; i < R; ++i) wv[i] = Row::load(w + i * a.w_stride, j);
+        LUMEN_UNROLL
         for (int k = 0; k < T; ++k) {
             const __m256 xv = _mm256_loadu_ps(x + k * a.x_stride + j);
             for (int i = 0; i < R; ++i) acc[i][k] = madd(wv[i], xv, acc[i][k]);
@@ -91,6 +93,7 @@ inline void tile_float(const matmul_args& a, int64_t r, int64_t t) {
     if (const int64_t m = a.cols - n8; m > 0) {  // the tail, zero-padded: lanes >= m add 0 * 0
         __m256 wv[R];
         for (int i = 0; i < R; ++i) wv[i] = load_partial_row<Row>(w + i * a.w_stride, n8, m);
+        LUMEN_UNROLL
         for (int k = 0; k < T; ++k) {
             const __m256 xv = load_partial(x + k * a.x_stride + n8, m);
             for (int i = 0; i < R; ++i) acc[i][k] = madd(wv[i], xv, acc[i][k]);
@@ -238,6 +241,7 @@ inline __m256i sums_8(const std::byte* wb, int64_t ws, const typename Block::act
         return Block::sums_8(wb, ws, y);
     } else {
         __m256i v[8];
+        LUMEN_UNROLL
         for (int i = 0; i < 8; ++i) v[i] = Block::dot(Block::weights(wb + i * ws), y);
         return sum_lanes_8(v);
     }
@@ -273,6 +277,7 @@ inline __m256 dot_2x4(const q8_activations& x, const Rows& rows, int64_t t) {
         const typename Block::prompt_weights_t q0 = Block::prompt_weights_at(rows.quants(b, 0));
         const typename Block::prompt_weights_t q1 = Block::prompt_weights_at(rows.quants(b, 1));
         __m256i v[8];
+        LUMEN_UNROLL
         for (int k = 0; k < 4; ++k) {
             const typename Block::prompt_act y = Block::prompt_activations(x.block(t + k, b));
             v[k] = Block::prompt_dot(q0, y);
@@ -291,6 +296,7 @@ inline __m256 dot_2x4(const q8_activations& x, const Rows& rows, int64_t t) {
 inline void store_2x4(const matmul_args& a, int64_t r, int64_t t, __m256 acc) {
     alignas(32) float out[8];
     _mm256_store_ps(out, acc);
+    LUMEN_UNROLL
     for (int k = 0; k < 4; ++k) {
         a.y[(t + k) * a.y_stride + r] = out[k];
         a.y[(t + k) * a.y_stride + r + 1] = out[4 + k];

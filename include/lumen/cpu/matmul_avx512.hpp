@@ -41,6 +41,7 @@ inline __m256i sum_lanes_8(const __m512i z[4]) {
 template <class Block>
 inline __m256i sums_8_in_pairs(const std::byte* wb, int64_t ws, const typename Block::act& y) {
     __m512i z[4];
+    LUMEN_UNROLL
     for (int k = 0; k < 4; ++k) z[k] = Block::dot(Block::weights(wb + k * ws, wb + (k + 4) * ws), y);
     return sum_lanes_8(z);
 }

@@ -152,6 +152,7 @@ struct q4_k_super {
         sc = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(sc8)));
         m = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(m8)));
         const __m256i low4 = _mm256_set1_epi8(0x0f);
+        LUMEN_UNROLL
         for (int c = 0; c < 4; ++c) {  // 32 bytes per pair of sub-blocks: low nibbles, then high
             const __m256i raw = load256(p + 16 + 32 * c);
             q[2 * c] = _mm256_and_si256(raw, low4);
@@ -161,6 +162,7 @@ struct q4_k_super {
     // acc[s] += (d dx_b) (sc_s sum q y) + (dmin dx_b) (-m_s sum y), b = 8 sb + s
     void dot(const q8_activations& x, int64_t t, int64_t sb, __m256& acc) const {
         __m256i v[8];
+        LUMEN_UNROLL
         for (int s = 0; s < 8; ++s) v[s] = dot_u8s8(q[s], load256(x.block(t, 8 * sb + s)));
         const __m256i isum = _mm256_mullo_epi32(sum_lanes_8(v), sc);
         const __m256 dx = block_scales(x, t, sb);
@@ -185,6 +187,7 @@ struct q6_k_super {
         const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
                                                 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
         const __m256i low4 = _mm256_set1_epi8(0x0f), bits45 = _mm256_set1_epi8(0x30), k32 = _mm256_set1_epi8(32);
+        LUMEN_UNROLL
         for (int h = 0; h < 2; ++h) {  // halves of 128: ql[64 h ..], qh[32 h ..]
             const __m256i ql0 = load256(p + 64 * h), ql1 = load256(p + 64 * h + 32);
             const __m256i qh = load256(p + 128 + 32 * h);
@@ -194,6 +197,7 @@ struct q6_k_super {
             const __m256i hi[4] = {_mm256_and_si256(_mm256_slli_epi16(qh, 4), bits45),
                                    _mm256_and_si256(_mm256_slli_epi16(qh, 2), bits45), _mm256_and_si256(qh, bits45),
                                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45)};
+            LUMEN_UNROLL
             for (int k = 0; k < 4; ++k) {
                 const int s = 4 * h + k;
                 q[s] = _mm256_sub_epi8(_mm256_or_si256(lo[k], hi[k]), k32);
@@ -204,6 +208,7 @@ struct q6_k_super {
     // acc[s] += (d dx_b) sum sc (q - 32) y; |q - 32| <= 32, so no pair of vpmaddubsw leaves int16
     void dot(const q8_activations& x, int64_t t, int64_t sb, __m256& acc) const {
         __m256i v[8];
+        LUMEN_UNROLL
         for (int s = 0; s < 8; ++s) {
             const __m256i y = load256(x.block(t, 8 * sb + s));
             v[s] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(y, y), _mm256_sign_epi8(q[s], y)), sc16[s]);
@@ -276,6 +281,7 @@ struct q6_k_super {
         const __m512i all = _mm512_maskz_cvtepi8_epi16(all32, _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192))));
         const __m512i base = _mm512_maskz_cvtepu8_epi16(all32, _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
                                                                                   8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9));
+        LUMEN_UNROLL
         for (int k = 0; k < 4; ++k) {
             q[k] = _mm512_sub_epi8(_mm512_or_si512(lo[k], hi[k]), k32);
             sc16[k] = _mm512_maskz_permutexvar_epi16(all32, _mm512_add_epi16(base, _mm512_set1_epi16(static_cast<short>(2 * k))), all);
@@ -284,6 +290,7 @@ struct q6_k_super {
     // acc[s] += (d dx_b) sum sc (q - 32) y, b = 8 sb + s: sum |y| (q - 32) sign(y) by vpmaddubsw
     void dot(const q8_activations& x, int64_t t, int64_t sb, __m256& acc) const {
         __m512i v[4];
+        LUMEN_UNROLL
         for (int k = 0; k < 4; ++k) {
             const __m512i y = load_pair(reinterpret_cast<const std::byte*>(x.block(t, 8 * sb + k)),
                                         reinterpret_cast<const std::byte*>(x.block(t, 8 * sb + k + 4)));

@@ -103,6 +103,7 @@ inline void tile_packed_8x1(const matmul_args& a, int64_t g, int64_t t) {
         prefetch_bytes(record + 32 * P::record_bytes, P::record_bytes);
         const typename Block::act y = Block::activations(x.block(t, b));
         __m256i v[8];
+        LUMEN_UNROLL
         for (int i = 0; i < 8; ++i) v[i] = Block::dot(Block::weights_at(P::quants(record, i)), y);
         const __m256i s = _mm256_add_epi32(sum_lanes_8(v), _mm256_set1_epi32(Block::correction(x, t, b)));
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(record)));
