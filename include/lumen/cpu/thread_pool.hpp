@@ -24,9 +24,9 @@ namespace lumen::cpu {
 // plus a pointer to the caller's callable, so nothing is allocated per call) and, for each
 // participant (the caller and each worker), an equal share of the items. A participant runs its
 // own share front to back in chunks that shrink as it goes (a quarter of what is left each time,
-// down to an eighth of the share: long contiguous runs first, short ones last), then takes chunks from the back of the others'
-// shares until none are left, and counts what it ran as done, once. The caller returns when every
-// item is done. Each share is one atomic word (front, back) on a cache line of its own, so claiming
+// down to an eighth of the share: long contiguous runs first, short ones last), then takes chunks
+// from the back of the others' shares until none are left, and counts what it ran as done, once.
+// The caller returns when every item is done. Each share is one atomic word (front, back) on a cache line of its own, so claiming
 // from one's own share does not move a line between cores; only the end of a job does, where the
 // thread that runs ahead (two rarely run at the same speed on a shared machine) takes over the
 // other's last chunks and the last to finish waits for a short one. Equal chunks handed out from
