@@ -278,8 +278,6 @@ template <class Packed>
 inline void rows_packed(const matmul_args& a, int64_t r0, int64_t r1) {
     auto unpacked = [&](int64_t begin, int64_t end) { rows_q8<typename Packed::unpacked>(a, begin, end); };
     avx2::split_packed(a, r0, r1, packed_group_rows, unpacked, [&](int64_t g0, int64_t g1) {
-        if (a.n_tokens == 1)  // the records the tiles' prefetching would have fetched before the first
-            avx2::prefetch_bytes(a.w_packed + g0 * a.xq->n_blocks * Packed::record_bytes, packed_prefetch_records * Packed::record_bytes);
         const int64_t chunk = a.n_tokens == 1 ? 1 : avx2::token_chunk(a.cols, 4);
         for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
             const int64_t t1 = std::min(a.n_tokens, t0 + chunk);

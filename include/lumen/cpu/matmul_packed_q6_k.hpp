@@ -159,8 +159,6 @@ inline void tile_packed_q6_k(const matmul_args& a, int64_t g, int64_t t) {
 inline void rows_packed_q6_k(const matmul_args& a, int64_t r0, int64_t r1) {
     auto unpacked = [&](int64_t begin, int64_t end) { avx2::rows_kq<q6_k_super>(a, begin, end); };
     avx2::split_packed(a, r0, r1, packed_group_rows, unpacked, [&](int64_t g0, int64_t g1) {
-        if (a.n_tokens == 1)  // the records the tile's prefetching would have fetched before the first
-            avx2::prefetch_bytes(a.w_packed + g0 * (a.xq->n_blocks / 8) * packed_q6_k::record_bytes, 2 * packed_q6_k::record_bytes);
         const int64_t chunk = a.n_tokens == 1 ? 1 : avx2::token_chunk(a.cols, 2);
         for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
             const int64_t t1 = std::min(a.n_tokens, t0 + chunk);
