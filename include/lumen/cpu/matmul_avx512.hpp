@@ -20,6 +20,18 @@ namespace lumen::cpu::avx512 {
 inline constexpr __mmask8 all4 = 0x0f, all8 = 0xff;
 inline constexpr __mmask16 all16 = 0xffff;
 
+// 64 bytes at p, loaded once: for a vector that two instructions use (Q4_0's and Q6_K's low and high
+// nibbles), GCC folds the load into both as a memory operand, so the bytes are read twice; the empty
+// asm makes the value a register's. Per 16-row Q4_0 record 12 loads instead of 16 + 4: 6.2 -> 4.3 ns
+// per record on one Zen 5 core with the weights in L2 (the load ports, not the arithmetic, set the pace).
+inline __m512i load_once(const std::byte* p) {
+    __m512i v = _mm512_loadu_si512(p);
+#if defined(__GNUC__)
+    asm("" : "+v"(v));
+#endif
+    return v;
+}
+
 inline __m512i bcast(__m256i v) { return _mm512_maskz_broadcast_i64x4(all8, v); }      // [v | v]
 inline __m512i join(__m256i lo, __m256i hi) {  // [lo | hi]
     return _mm512_mask_broadcast_i64x4(_mm512_maskz_broadcast_i64x4(all4, lo), 0xf0, hi);

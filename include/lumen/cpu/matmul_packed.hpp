@@ -197,16 +197,16 @@ struct packed_q4_0 {
         weights w;
         LUMEN_UNROLL
         for (int k = 0; k < 4; ++k) {
-            const __m512i q = _mm512_loadu_si512(quants + 64 * k);
+            const __m512i q = load_once(quants + 64 * k);
             w.low[k] = _mm512_and_si512(q, low_mask);
             w.high[k] = _mm512_and_si512(q, high_mask);
         }
         return w;
     }
-    // the 16 rows' integer dot products with the activation block y, before the correction (the
-    // high nibbles' sum is 16 times theirs, exactly: one shift undoes it)
-    static __m512i sums_16(const weights& w, const int8_t* y) {
-        __m512i low = _mm512_setzero_si512(), high = _mm512_setzero_si512();
+    // the 16 rows' integer dot products with the activation block y, plus `start` (the correction;
+    // the high nibbles' sum is 16 times theirs, exactly: one shift undoes it)
+    static __m512i sums_16(const weights& w, const int8_t* y, __m512i start) {
+        __m512i low = start, high = _mm512_setzero_si512();
         LUMEN_UNROLL
         for (int k = 0; k < 4; ++k) {
             low = _mm512_dpbusd_epi32(low, w.low[k], broadcast_4(y + 4 * k));
@@ -234,8 +234,8 @@ struct packed_q8_0 {
         for (int k = 0; k < 8; ++k) w.q[k] = _mm512_loadu_si512(quants + 64 * k);
         return w;
     }
-    static __m512i sums_16(const weights& w, const int8_t* y) {
-        __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();  // two chains of vpdpbusd
+    static __m512i sums_16(const weights& w, const int8_t* y, __m512i start) {
+        __m512i even = start, odd = _mm512_setzero_si512();  // two chains of vpdpbusd
         LUMEN_UNROLL
         for (int k = 0; k < 8; k += 2) {
             even = _mm512_dpbusd_epi32(even, w.q[k], broadcast_4(y + 4 * k));
@@ -262,8 +262,7 @@ inline void tile_packed(const matmul_args& a, int64_t g, int64_t t) {
         const typename Packed::weights w = Packed::load(record + 2 * packed_group_rows);
         LUMEN_UNROLL
         for (int k = 0; k < T; ++k) {
-            const __m512i s = _mm512_add_epi32(Packed::sums_16(w, x.block(t + k, b)),
-                                               _mm512_set1_epi32(Packed::correction(x, t + k, b)));
+            const __m512i s = Packed::sums_16(w, x.block(t + k, b), _mm512_set1_epi32(Packed::correction(x, t + k, b)));
             const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(x.scale(t + k, b)));
             acc[k] = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_maskz_cvtepi32_ps(all16, s)), acc[k]);
         }

@@ -83,14 +83,14 @@ struct packed_q6_k {
     static void load_block(const std::byte* quants, __m512i q[8]) {
         const __m512i low4 = _mm512_set1_epi8(0x0f), bits45 = _mm512_set1_epi8(0x30);
         const __mmask32 all32 = 0xffffffffu;
-        const __m512i high0 = _mm512_loadu_si512(quants + 256), high1 = _mm512_loadu_si512(quants + 320);
+        const __m512i high0 = load_once(quants + 256), high1 = load_once(quants + 320);
         // bits 2 k, 2 k + 1 of the high bytes moved to bits 4, 5 (16-bit shifts: what crosses bytes is masked off)
         const __m512i high[2][4] = {
             {_mm512_maskz_slli_epi16(all32, high0, 4), _mm512_maskz_slli_epi16(all32, high0, 2), high0, _mm512_maskz_srli_epi16(all32, high0, 2)},
             {_mm512_maskz_slli_epi16(all32, high1, 4), _mm512_maskz_slli_epi16(all32, high1, 2), high1, _mm512_maskz_srli_epi16(all32, high1, 2)}};
         LUMEN_UNROLL
         for (int k = 0; k < 4; ++k) {
-            const __m512i low = _mm512_loadu_si512(quants + 64 * k);
+            const __m512i low = load_once(quants + 64 * k);
             constexpr int a_or_b_and_c = 0xf8;  // vpternlog: a | (b & c)
             q[k] = _mm512_ternarylogic_epi32(_mm512_and_si512(low, low4), high[0][k], bits45, a_or_b_and_c);
             q[4 + k] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_maskz_srli_epi16(all32, low, 4), low4), high[1][k], bits45,
