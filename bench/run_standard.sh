@@ -10,8 +10,9 @@
 # Environment: THREADS (2), REPS (5), SHAPES ("stories15M stories110M tinyllama-1.1B"),
 # TYPES ("f32 q8_0 q4_0 q4_k"), TINYLLAMA_F32 (0: skipped, a 4.4 GB file with no llama.cpp figure to
 # compare with), IDLE_WAIT (seconds lumen bench waits for an idle machine, 60), OUT (the result
-# file). Each model's run measures the read bandwidth again ("read GB/s"), so the "% of read BW"
-# column compares figures taken moments apart. Ratios to llama.cpp only mean something when both
+# file). lumen bench measures the read bandwidth again before each tg repetition ("read GB/s": their
+# median); "% of read BW" is the median over repetitions of the repetition's tg GB/s over the
+# bandwidth measured just before it, so it compares figures taken moments apart. Ratios to llama.cpp only mean something when both
 # sides ran on the same machine: the reference figures are from another one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,14 +98,14 @@ WARNINGS=$(grep -c WARNING "$ERRS" || true)
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   awk -F, -v ref="$REFERENCE" '
     BEGIN { n = split(ref, lines, "\n"); for (i = 1; i <= n; i++) { split(lines[i], f, " "); if (f[1] != "") { pp[f[1] "," f[2]] = f[3]; tg[f[1] "," f[2]] = f[4] } } }
-    # fields: shape,model,type,size_bytes,params,backend,threads,test,mean,stddev,median,tg_gbps,bw_gbps,other
+    # fields: shape,model,type,size_bytes,params,backend,threads,test,mean,stddev,median,tg_gbps,bw_gbps,other,bw_fraction
     { key = $1 "," $3; if (!(key in seen)) { order[++k] = key; seen[key] = 1; size[key] = $4 }
-      if ($8 ~ /^pp/) { ppv[key] = $11; ppo[key] = $14 } else { tgv[key] = $11; gb[key] = $12; bw[key] = $13; tgo[key] = $14 } }
+      if ($8 ~ /^pp/) { ppv[key] = $11; ppo[key] = $14 } else { tgv[key] = $11; gb[key] = $12; bw[key] = $13; tgo[key] = $14; bwf[key] = $15 } }
     function ratio(a, b) { return (a != "" && b != "") ? sprintf("%.2f", a / b) : "" }
     END {
       for (i = 1; i <= k; i++) {
         key = order[i]; split(key, s, ",")
-        frac = (bw[key] > 0 && gb[key] != "") ? sprintf("%.0f%%", 100 * gb[key] / bw[key]) : ""
+        frac = (bw[key] > 0 && bwf[key] != "") ? sprintf("%.0f%%", 100 * bwf[key]) : ""
         other = ppo[key] > tgo[key] ? ppo[key] : tgo[key]
         printf "| %s | %s | %.1f MiB | %.1f | %s | %s | %.1f | %s | %s | %.1f | %.1f | %s | %.2f |\n", s[1], s[2], size[key] / 1048576,
                ppv[key], pp[key], ratio(ppv[key], pp[key]), tgv[key], tg[key], ratio(tgv[key], tg[key]), gb[key], bw[key], frac, other
@@ -112,7 +113,8 @@ WARNINGS=$(grep -c WARNING "$ERRS" || true)
     }' "$CSV"
   echo
   echo "Full rows (\`lumen bench -o csv\`): shape, model, type, size bytes, params, backend, threads, test,"
-  echo "t/s mean, stddev, median, tg GB/s, measured read GB/s, CPUs used by other processes during the test."
+  echo "t/s mean, stddev, median, tg GB/s, measured read GB/s (median over repetitions), CPUs used by other"
+  echo "processes during the test, median over repetitions of tg GB/s / the read GB/s measured just before."
   echo
   echo '```'
   cat "$CSV"

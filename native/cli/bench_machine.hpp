@@ -84,40 +84,64 @@ inline uint64_t read_words(const uint64_t* p, int64_t n) {
     return s;
 }
 
-// Best-of-`passes` read bandwidth of a buffer of `bytes`, read by `threads` threads, each its own
-// contiguous share.
-inline bandwidth measure_read_bandwidth(int threads, int64_t bytes, int passes) {
-    const int64_t words = bytes / 8 / 64 * 64;
+// A buffer of `bytes` (touched once, from the threads that read it) and `threads` threads to read
+// it, kept so that the bandwidth can be measured again and again (before each repetition of a test)
+// without allocating and touching the buffer each time.
+class read_bandwidth_meter {
+public:
+    read_bandwidth_meter(int threads, int64_t bytes)
+        : words_(bytes / 8 / 64 * 64), threads_(threads), share_((words_ / threads + 63) / 64 * 64),
+          buf_(static_cast<uint64_t*>(::operator new(static_cast<size_t>(words_) * 8, std::align_val_t{64}))), pool_(threads),
+          sink_(static_cast<size_t>(threads)) {
+        uint64_t* p = buf_.get();
+        for_each_share([&](int64_t, int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) p[i] = static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
+        });
+    }
+
+    // Best-of-`passes` read bandwidth: each thread reads its own contiguous share of the buffer.
+    bandwidth measure(int passes) {
+        double best = 1e30;
+        for (int pass = 0; pass < passes; ++pass) {
+            const auto t0 = clock::now();
+            for_each_share([&](int64_t t, int64_t begin, int64_t end) {
+                sink_[static_cast<size_t>(t)] ^= read_words(buf_.get() + begin, end - begin);
+            });
+            best = std::min(best, seconds_since(t0));
+        }
+        uint64_t s = 0;
+        for (uint64_t v : sink_) s ^= v;
+        if (s == 42) std::fprintf(stderr, " ");  // keeps the sums alive
+        return {static_cast<double>(words_ * 8) / best / 1e9, words_ * 8, threads_, passes};
+    }
+
+private:
+    // f(t, begin, end) for each thread t's share [begin, end) of the words, each on a thread of the pool
+    template <class F>
+    void for_each_share(F&& f) {
+        pool_.parallel_for(threads_, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) {
+                const int64_t begin = std::min(words_, t * share_), end = std::min(words_, (t + 1) * share_);
+                if (begin < end) f(t, begin, end);
+            }
+        });
+    }
+
     struct free_aligned {
         void operator()(uint64_t* p) const { ::operator delete(p, std::align_val_t{64}); }
     };
-    std::unique_ptr<uint64_t, free_aligned> buf(
-        static_cast<uint64_t*>(::operator new(static_cast<size_t>(words) * 8, std::align_val_t{64})));
-    cpu::thread_pool pool(threads);
-    uint64_t* p = buf.get();
-    const int64_t share = (words / threads + 63) / 64 * 64;
-    pool.parallel_for(threads, [&](int64_t t0, int64_t t1) {  // touch every page first, from the reading thread
-        for (int64_t t = t0; t < t1; ++t) {
-            const int64_t b = std::min(words, t * share), e = std::min(words, (t + 1) * share);
-            for (int64_t i = b; i < e; ++i) p[i] = static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
-        }
-    });
-    std::vector<uint64_t> sink(static_cast<size_t>(threads));
-    double best = 1e30;
-    for (int pass = 0; pass < passes; ++pass) {
-        const auto t0 = clock::now();
-        pool.parallel_for(threads, [&](int64_t a, int64_t b) {
-            for (int64_t t = a; t < b; ++t) {
-                const int64_t begin = std::min(words, t * share), end = std::min(words, (t + 1) * share);
-                sink[static_cast<size_t>(t)] ^= read_words(p + begin, end - begin);
-            }
-        });
-        best = std::min(best, seconds_since(t0));
-    }
-    uint64_t s = 0;
-    for (uint64_t v : sink) s ^= v;
-    if (s == 42) std::fprintf(stderr, " ");  // keeps the sums alive
-    return {static_cast<double>(words * 8) / best / 1e9, words * 8, threads, passes};
+    int64_t words_;
+    int threads_;
+    int64_t share_;  // words per thread
+    std::unique_ptr<uint64_t, free_aligned> buf_;
+    cpu::thread_pool pool_;
+    std::vector<uint64_t> sink_;
+};
+
+// Best-of-`passes` read bandwidth of a buffer of `bytes`, read by `threads` threads, each its own
+// contiguous share.
+inline bandwidth measure_read_bandwidth(int threads, int64_t bytes, int passes) {
+    return read_bandwidth_meter(threads, bytes).measure(passes);
 }
 
 // --- how busy the CPUs are

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -105,6 +106,8 @@ struct row {
     int threads;
     stats tps;
     double gbps = 0;      // tg only: bytes per token * median t/s
+    double read_gbps = 0;  // tg only: the median of the read bandwidths measured before each repetition
+    double bw_fraction = 0;  // tg only: the median over repetitions of its tg GB/s / the bandwidth before it
     double other_load = 0;
 };
 
@@ -194,14 +197,13 @@ void run_bench(bench_args& a) {
                      "lumen bench: WARNING: THE MACHINE IS BUSY: other processes use %.2f of %d CPUs (waited up to %.0f s "
                      "for them to finish). Figures below are slowed down and noisy; see the 'other CPUs' column.\n",
                      load, other_load_meter::n_cpus(), a.idle_wait);
-    // The read bandwidth, measured at the start and again just before each tg test (on a shared
-    // machine it drifts with the neighbours' traffic), with as many threads as the test.
+    // The read bandwidth at the start, with the most threads of any test (and again before each tg
+    // repetition, with the test's).
     const int64_t bw_bytes = a.bandwidth_mib > 0 ? int64_t{a.bandwidth_mib} << 20
                                                  : std::max<int64_t>(int64_t{1} << 30, 4 * l3_cache_bytes());
-    auto read_bandwidth = [&](int threads) {
-        return a.no_bandwidth ? bandwidth{} : measure_read_bandwidth(threads, bw_bytes, a.bandwidth_passes);
-    };
-    const bandwidth bw = read_bandwidth(*std::max_element(a.threads.begin(), a.threads.end()));
+    const bandwidth bw = a.no_bandwidth ? bandwidth{}
+                                        : measure_read_bandwidth(*std::max_element(a.threads.begin(), a.threads.end()),
+                                                                 bw_bytes, a.bandwidth_passes);
 
     std::printf("lumen bench: %s, %d CPUs, kernels %s, load of other processes before start %.2f CPUs\n",
                 cpu_name().c_str(), other_load_meter::n_cpus(), cpu::simd_name(), load);
@@ -213,7 +215,7 @@ void run_bench(bench_args& a) {
         std::printf("| model | type | size | params | backend | threads | test | t/s | median t/s | tg GB/s | read GB/s | %% of read BW | other CPUs |\n");
         std::printf("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     } else {
-        std::printf("model,type,size_bytes,params,backend,threads,test,tps_mean,tps_stddev,tps_median,tg_gbps,bw_gbps,other_cpus\n");
+        std::printf("model,type,size_bytes,params,backend,threads,test,tps_mean,tps_stddev,tps_median,tg_gbps,bw_gbps,other_cpus,bw_fraction\n");
     }
     std::fflush(stdout);
 
@@ -231,18 +233,28 @@ void run_bench(bench_args& a) {
         for (int n : a.n_gen)
             if (n > 0) tests.push_back({false, n});
         for (const auto& [prompt, n] : tests) {
-            const bandwidth test_bw = prompt ? bandwidth{} : read_bandwidth(threads);
+            // tg: the read bandwidth again just before each repetition, so that each repetition's
+            // t/s is compared with the bandwidth of the same moment (a shared machine's drifts by
+            // tens of percent within minutes)
+            std::optional<read_bandwidth_meter> bw_meter;
+            if (!prompt && !a.no_bandwidth) bw_meter.emplace(threads, bw_bytes);
             (void)run_once(ctx, prompt, prompt ? n : std::min(n, 4), rng);  // warm-up: pages in, scratch sized
             other_load_meter meter;
             meter.start();
-            std::vector<double> tps;
-            for (int r = 0; r < a.repetitions; ++r) tps.push_back(n / run_once(ctx, prompt, n, rng));
+            std::vector<double> tps, read_gbps, fractions;
+            for (int r = 0; r < a.repetitions; ++r) {
+                if (bw_meter) read_gbps.push_back(bw_meter->measure(a.bandwidth_passes).gb_per_s);
+                tps.push_back(n / run_once(ctx, prompt, n, rng));
+                if (bw_meter) fractions.push_back(static_cast<double>(per_token) * tps.back() / 1e9 / read_gbps.back());
+            }
             row rw;
             rw.test = (prompt ? "pp" : "tg") + std::to_string(n);
             rw.threads = threads;
             rw.tps = summarize(tps);
             rw.other_load = meter.stop();
             if (!prompt) rw.gbps = static_cast<double>(per_token) * rw.tps.median / 1e9;
+            rw.read_gbps = summarize(read_gbps).median;
+            rw.bw_fraction = summarize(fractions).median;
             if (rw.other_load >= a.idle_threshold)
                 std::fprintf(stderr, "lumen bench: WARNING: other processes used %.2f CPUs during %s (%d threads)\n",
                              rw.other_load, rw.test.c_str(), threads);
@@ -250,18 +262,18 @@ void run_bench(bench_args& a) {
             if (md) {
                 char gb[32] = "", read[32] = "", frac[32] = "";
                 if (!prompt) std::snprintf(gb, sizeof gb, "%.1f", rw.gbps);
-                if (test_bw.gb_per_s > 0) {
-                    std::snprintf(read, sizeof read, "%.1f", test_bw.gb_per_s);
-                    std::snprintf(frac, sizeof frac, "%.0f%%", 100.0 * rw.gbps / test_bw.gb_per_s);
+                if (rw.read_gbps > 0) {
+                    std::snprintf(read, sizeof read, "%.1f", rw.read_gbps);
+                    std::snprintf(frac, sizeof frac, "%.0f%%", 100.0 * rw.bw_fraction);
                 }
                 std::printf("| %s | %s | %s | %s | %s | %d | %s | %.2f ± %.2f | %.2f | %s | %s | %s | %.2f |\n",
                             label.c_str(), type.c_str(), human_bytes(size).c_str(),
                             human_count(static_cast<double>(m.n_params())).c_str(), backend.c_str(), threads,
                             rw.test.c_str(), rw.tps.mean, rw.tps.stddev, rw.tps.median, gb, read, frac, rw.other_load);
             } else {
-                std::printf("%s,%s,%.0f,%lld,%s,%d,%s,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f\n", label.c_str(), type.c_str(), size,
+                std::printf("%s,%s,%.0f,%lld,%s,%d,%s,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f\n", label.c_str(), type.c_str(), size,
                             static_cast<long long>(m.n_params()), backend.c_str(), threads, rw.test.c_str(), rw.tps.mean,
-                            rw.tps.stddev, rw.tps.median, rw.gbps, test_bw.gb_per_s, rw.other_load);
+                            rw.tps.stddev, rw.tps.median, rw.gbps, rw.read_gbps, rw.other_load, rw.bw_fraction);
             }
             std::fflush(stdout);
         }
@@ -278,9 +290,11 @@ void add_bench_command(CLI::App& app) {
         "a time from an empty cache. Tokens are random; tokenization and sampling are not timed. Each test runs once\n"
         "to warm up, then -r times; t/s is mean ± sample standard deviation, and the median.\n"
         "tg GB/s = bytes of weights read per token (every tensor once, one row of the embedding) x median t/s;\n"
-        "'read GB/s' is the memory read bandwidth, the limit of tg, measured in-process just before each tg test\n"
-        "(AVX2 loads, the test's thread count, a buffer of max(1 GiB, 4 x L3), best of --bandwidth-passes), and\n"
-        "'% of read BW' the ratio of the two. Models that fit in the last-level cache can exceed 100%.\n"
+        "'read GB/s' is the memory read bandwidth, the limit of tg, measured in-process just before each tg\n"
+        "repetition (AVX2 loads, the test's thread count, a buffer of max(1 GiB, 4 x L3), best of\n"
+        "--bandwidth-passes; the column shows the median), and '% of read BW' the median over repetitions of\n"
+        "bytes per token x the repetition's t/s / the bandwidth measured just before it (csv: bw_fraction).\n"
+        "Models that fit in the last-level cache can exceed 100%.\n"
         "Busy machines: before measuring, the CPU load of other processes is sampled each second (/proc/stat) for up\n"
         "to --idle-wait s until it falls below --idle-threshold CPUs; if it does not, a warning goes to stderr. The\n"
         "'other CPUs' column is the load of other processes during each test.\n"
