@@ -70,13 +70,13 @@ inline void pack_group(const std::byte* w, int64_t w_stride, int64_t n_blocks, s
     }
 }
 
-// Fetches the cache lines of `bytes` bytes at p into L2 (one token reads each record once, front to
-// back: the hardware prefetchers alone leave a third of the bandwidth unused). Into L2, not L1: a
-// prefetch into L1 holds one of the core's few L1 miss buffers until its line arrives, and the
-// kernel's own loads then wait for a free one (A/B on Zen 5, 2048 x 2048 Q4_0 products: median
-// 47.5-52 us with T1, 52-55.5 us with T0; tinyllama Q4_0 generation 14.8-16.0 vs 15.8-16.3 ms).
+// Fetches the cache lines of `bytes` bytes at p (one token reads each record once, front to back:
+// with the earlier 16-row records, the hardware prefetchers alone left a third of the bandwidth
+// unused). With the lane-per-row AVX-512 records it measures neutral on Zen 5: runs alternating
+// prefetch into L1, into L2, 16 or 32 records ahead, and none, every few seconds in one process,
+// came within 2% of each other (2048 x 2048 Q4_0 products, and whole-model generation).
 inline void prefetch_bytes(const std::byte* p, int64_t bytes) {
-    for (int64_t k = 0; k < bytes; k += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + k, _MM_HINT_T1);
+    for (int64_t k = 0; k < bytes; k += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + k, _MM_HINT_T0);
 }
 
 // Rows [r0, r1) of a kernel with repacked weights: packed(g0, g1) for the whole groups of `group`
