@@ -68,6 +68,27 @@ inline void weighted_sum(float* out, const float* a, const float* v, int64_t v_s
     weighted_sum_scalar(out, a, v, v_stride, n_rows, n, i);
 }
 
+// Asks for the cache lines of one head's keys or values at positions [0, n_rows): `n` floats from
+// `first`, rows `stride` floats apart, into L2, at most max_prefetch_bytes of them. The weights
+// that stream through the caches between two layers' attention evict the KV cache, and one head
+// reads a few hundred bytes per position, kv_stride apart: strided reads that the hardware
+// prefetchers follow slowly, so attention waited on memory latency (in-process A/B, stories110M Q4_0
+// generation at positions 0-127: 1.79 -> 1.72 ms per token).
+inline constexpr int64_t max_prefetch_bytes = 128 * 1024;
+inline void prefetch_rows(const float* first, int64_t n_rows, int64_t stride, int64_t n) {
+#if defined(__GNUC__)
+    const int64_t row_bytes = n * static_cast<int64_t>(sizeof(float));
+    n_rows = std::min(n_rows, max_prefetch_bytes / std::max<int64_t>(1, row_bytes));
+    for (int64_t j = 0; j < n_rows; ++j) {
+        const auto begin = reinterpret_cast<uintptr_t>(first + j * stride) & ~uintptr_t{63};
+        const auto last = reinterpret_cast<uintptr_t>(first + j * stride + n - 1);
+        for (uintptr_t line = begin; line <= last; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);
+    }
+#else
+    (void)first, (void)n_rows, (void)stride, (void)n;
+#endif
+}
+
 // Queries are taken in blocks of this many tokens: the scores of a block against the keys come
 // from one matrix product (the keys read once for the block).
 inline constexpr int64_t attention_query_block = 9;  // three tiles of the F32 kernel (4 x 3)
@@ -96,6 +117,8 @@ inline void attention(float* out, const float* q, const float* k_cache, const fl
     pool.parallel_for(s.n_kv_heads, [&](int64_t kv_begin, int64_t kv_end) {
         for (int64_t g = kv_begin; g < kv_end; ++g) {
             const int64_t kv_offset = g * s.head_dim;
+            prefetch_rows(k_cache + kv_offset, s.pos0 + s.n_tokens, s.kv_stride, s.head_dim);
+            prefetch_rows(v_cache + kv_offset, s.pos0 + s.n_tokens, s.kv_stride, s.head_dim);
             matmul_args a;
             a.w = reinterpret_cast<const std::byte*>(k_cache + kv_offset);
             a.w_stride = s.kv_stride * static_cast<int64_t>(sizeof(float));
