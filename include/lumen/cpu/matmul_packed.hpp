@@ -70,11 +70,10 @@ inline void pack_group(const std::byte* w, int64_t w_stride, int64_t n_blocks, s
     }
 }
 
-// Fetches the cache lines of `bytes` bytes at p (one token reads each record once, front to back:
-// with the earlier 16-row records, the hardware prefetchers alone left a third of the bandwidth
-// unused). With the lane-per-row AVX-512 records it measures neutral on Zen 5: runs alternating
-// prefetch into L1, into L2, 16 or 32 records ahead, and none, every few seconds in one process,
-// came within 2% of each other (2048 x 2048 Q4_0 products, and whole-model generation).
+// Fetches the cache lines of `bytes` bytes at p: the AVX2 tiles' help for the hardware prefetchers
+// (with the earlier 16-row records, the prefetchers alone left a third of the bandwidth unused; with
+// the 8-row records, on Zen 5 with AVX-512 turned off, prefetching or not came within 2%). The
+// AVX-512 tiles do without it (see tile_packed).
 inline void prefetch_bytes(const std::byte* p, int64_t bytes) {
     for (int64_t k = 0; k < bytes; k += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + k, _MM_HINT_T0);
 }
@@ -248,10 +247,16 @@ struct packed_q8_0 {
     }
 };
 
-// One token's tiles fetch the records 16 ahead (tinyllama Q8_0: 33 ms per token without, 24 ms
-// with; 8 or 32 ahead do no better). Repacking: avx2::pack_group with packed_q4_0, packed_q8_0.
-inline constexpr int64_t packed_prefetch_records = 16;
-
+// tile_packed leaves the fetching of records to the hardware prefetchers: a group's records are
+// one forward stream (18 KiB for 2048 columns of Q4_0), which they follow. Software prefetches on
+// top (16 records ahead, needed by the earlier layout: tinyllama Q8_0 33 ms per token without, 24
+// with) cost bandwidth on a later Zen 5 host: in-process A/B, alternating every 64 tokens, of
+// prefetching 16 ahead against none: stories110M Q4_0 2.02 vs 1.74 ms per token (none faster in 16
+// rounds of 16), Q8_0 3.31 vs 3.12 (15/16), tinyllama Q4_0 19.4 vs 18.1 (5/6), Q8_0 34.5 vs 32.0
+// (6/6); one thread streaming every layer's w_gate of tinyllama Q4_0, 31 vs 34 GB/s. The same holds
+// for the Q6_K tiles (matmul_packed_q6_k.hpp). Repacking: avx2::pack_group with packed_q4_0,
+// packed_q8_0.
+//
 // The 16 rows of group g (rows 16 g ..) and tokens t .. t + T - 1.
 template <class Packed, int T>
 inline void tile_packed(const matmul_args& a, int64_t g, int64_t t) {
@@ -260,7 +265,6 @@ inline void tile_packed(const matmul_args& a, int64_t g, int64_t t) {
     __m512 acc[T];
     for (int k = 0; k < T; ++k) acc[k] = _mm512_setzero_ps();
     for (int64_t b = 0; b < x.n_blocks; ++b, record += Packed::record_bytes) {
-        if constexpr (T == 1) avx2::prefetch_bytes(record + packed_prefetch_records * Packed::record_bytes, Packed::record_bytes);
         const __m512 dw = _mm512_maskz_cvtph_ps(all16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(record)));
         const typename Packed::weights w = Packed::load(record + 2 * packed_group_rows);
         LUMEN_UNROLL
