@@ -13,6 +13,7 @@
 #include <catch2/catch.hpp>
 
 #include <lumen/cpu/attention.hpp>
+#include <lumen/cpu/cpu_backend.hpp>
 #include <lumen/cpu/kernels.hpp>
 #include <lumen/quant.hpp>
 
@@ -368,25 +369,37 @@ TEST_CASE("matvec and matmul reject weight types the CPU cannot compute with, na
     CHECK_THROWS_AS(lumen::cpu::matvec(w, x.data(), y.data(), pool), lumen::error);
 }
 
-TEST_CASE("attention over the KV cache matches the reference, for grouped heads and any thread count", "[kernels]") {
+TEST_CASE("attention over the KV cache matches the reference, for grouped heads, any thread count and both cache layouts", "[kernels]") {
     struct shape {
         int64_t n_heads, n_kv_heads, head_dim, n_tokens, pos0;
     };
     for (const shape sh : {shape{4, 4, 8, 1, 0}, shape{4, 2, 16, 1, 9}, shape{8, 2, 12, 5, 3}, shape{6, 1, 33, 7, 0},
                            shape{4, 4, 64, 3, 40}, shape{2, 1, 72, 2, 5}, shape{3, 3, 16, 19, 4}, shape{4, 2, 8, 11, 0}}) {
-        for (int n_threads : {1, 2, 3}) {
+        for (int n_threads : {1, 2, 3})
+        for (bool head_major : {false, true}) {
             INFO("heads " << sh.n_heads << "/" << sh.n_kv_heads << ", head_dim " << sh.head_dim << ", tokens "
-                          << sh.n_tokens << ", pos0 " << sh.pos0 << ", threads " << n_threads);
+                          << sh.n_tokens << ", pos0 " << sh.pos0 << ", threads " << n_threads << ", head-major " << head_major);
             thread_pool pool(n_threads);
             const int64_t n_ctx = sh.pos0 + sh.n_tokens + 3, kv_dim = sh.n_kv_heads * sh.head_dim;
             const int64_t q_dim = sh.n_heads * sh.head_dim;
             const std::vector<float> q = random_floats(static_cast<size_t>(sh.n_tokens * q_dim), 61);
-            const std::vector<float> k = random_floats(static_cast<size_t>(n_ctx * kv_dim), 62);
+            const std::vector<float> k = random_floats(static_cast<size_t>(n_ctx * kv_dim), 62);  // (n_ctx, kv_dim)
             const std::vector<float> v = random_floats(static_cast<size_t>(n_ctx * kv_dim), 63);
             std::vector<float> out(static_cast<size_t>(sh.n_tokens * q_dim), NAN);
-            const lumen::attention_shape s{sh.n_tokens, sh.pos0, sh.n_heads, sh.n_kv_heads, sh.head_dim, kv_dim, n_ctx};
+            // head-major: the same keys and values as (n_kv_heads, n_ctx, head_dim), as llama_state keeps them
+            std::vector<float> k_heads(k.size()), v_heads(v.size());
+            for (int64_t j = 0; j < n_ctx; ++j)
+                for (int64_t i = 0; i < kv_dim; ++i) {
+                    const auto to = static_cast<size_t>(((i / sh.head_dim) * n_ctx + j) * sh.head_dim + i % sh.head_dim);
+                    k_heads[to] = k[static_cast<size_t>(j * kv_dim + i)];
+                    v_heads[to] = v[static_cast<size_t>(j * kv_dim + i)];
+                }
+            const lumen::attention_shape s =
+                head_major ? lumen::attention_shape{sh.n_tokens, sh.pos0, sh.n_heads, sh.n_kv_heads, sh.head_dim, sh.head_dim, n_ctx, n_ctx * sh.head_dim}
+                           : lumen::attention_shape{sh.n_tokens, sh.pos0, sh.n_heads, sh.n_kv_heads, sh.head_dim, kv_dim, n_ctx, sh.head_dim};
             std::vector<float> scores(static_cast<size_t>(lumen::cpu::attention_scratch_floats(s)));
-            lumen::cpu::attention(out.data(), q.data(), k.data(), v.data(), s, scores.data(), pool);
+            lumen::cpu::attention(out.data(), q.data(), head_major ? k_heads.data() : k.data(), head_major ? v_heads.data() : v.data(), s,
+                                  scores.data(), pool);
             const ref::mat km = ref::from_floats(k.data(), n_ctx, kv_dim), vm = ref::from_floats(v.data(), n_ctx, kv_dim);
             const int64_t group = sh.n_heads / sh.n_kv_heads;
             for (int64_t t = 0; t < sh.n_tokens; ++t)
@@ -441,6 +454,23 @@ TEST_CASE("float block scales: 4 rows' scales of a block side by side, made once
     lumen::cpu::matmul_scratch scratch;
     CHECK(scratch.float_scales_for(huge) == nullptr);
     CHECK(scratch.float_scales_for(huge) == nullptr);
+}
+
+TEST_CASE("store_kv puts each head of each new row at its position in a head-major cache", "[kernels]") {
+    const int64_t n_kv_heads = 3, head_dim = 5, n_ctx = 7, pos0 = 2, n = 4, kv_dim = n_kv_heads * head_dim;
+    std::vector<float> x(static_cast<size_t>(n * kv_dim));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i) + 0.5f;
+    std::vector<float> cache(static_cast<size_t>(n_kv_heads * n_ctx * head_dim), -1.0f);
+    lumen::cpu::cpu_backend be(2);
+    be.store_kv(cache.data(), x.data(), n, pos0, n_kv_heads, head_dim, n_ctx);
+    for (int64_t g = 0; g < n_kv_heads; ++g)
+        for (int64_t j = 0; j < n_ctx; ++j)
+            for (int64_t i = 0; i < head_dim; ++i) {
+                const float got = cache[static_cast<size_t>((g * n_ctx + j) * head_dim + i)];
+                const bool written = j >= pos0 && j < pos0 + n;
+                INFO("head " << g << ", position " << j << ", element " << i);
+                CHECK(got == (written ? x[static_cast<size_t>((j - pos0) * kv_dim + g * head_dim + i)] : -1.0f));
+            }
 }
 
 TEST_CASE("attention's weighted sum of value rows equals the scalar one bit for bit", "[kernels]") {

@@ -2,6 +2,7 @@
 // architecture is written once against it. Activations are row-major float arrays.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -14,15 +15,19 @@
 namespace lumen {
 
 // Shapes of one attention call. q holds n_tokens rows for positions pos0 .. pos0 + n_tokens - 1;
-// the caches already hold keys and values for positions 0 .. pos0 + n_tokens - 1.
+// the caches already hold keys and values for positions 0 .. pos0 + n_tokens - 1: the head_dim
+// floats of key/value head g at position j start at g * kv_head_stride + j * kv_stride. llama_state
+// keeps each head's positions together (kv_stride = head_dim, kv_head_stride = n_ctx * head_dim);
+// position-major caches (kv_stride = n_kv_heads * head_dim, kv_head_stride = head_dim) work too.
 struct attention_shape {
     int64_t n_tokens;
     int64_t pos0;
     int64_t n_heads;
-    int64_t n_kv_heads;  // n_heads / n_kv_heads query heads share one key/value head (GQA)
+    int64_t n_kv_heads;      // n_heads / n_kv_heads query heads share one key/value head (GQA)
     int64_t head_dim;
-    int64_t kv_stride;   // floats between consecutive positions in the caches
-    int64_t n_ctx;       // positions the caches can hold (scratch is sized for it once)
+    int64_t kv_stride;       // floats between consecutive positions of one head in the caches
+    int64_t n_ctx;           // positions the caches can hold (scratch is sized for it once)
+    int64_t kv_head_stride;  // floats between consecutive key/value heads in the caches
 };
 
 // One of several products that share their input (backend::matmul_many): Y = X @ W^T into y.
@@ -64,6 +69,14 @@ public:
     // row t is at position pos0 + t.
     virtual void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, int64_t rope_dims, int64_t pos0,
                       float freq_base) = 0;
+    // Stores rows x (n, n_kv_heads * head_dim) of new keys or values in a cache laid out as
+    // (n_kv_heads, n_ctx, head_dim): head g of row t goes to cache + (g * n_ctx + pos0 + t) * head_dim.
+    virtual void store_kv(float* cache, const float* x, int64_t n, int64_t pos0, int64_t n_kv_heads, int64_t head_dim,
+                          int64_t n_ctx) {
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t g = 0; g < n_kv_heads; ++g)
+                std::copy_n(x + (t * n_kv_heads + g) * head_dim, head_dim, cache + (g * n_ctx + pos0 + t) * head_dim);
+    }
     // out (n, n_heads * head_dim) = softmax(q k^T / sqrt(head_dim), causal) v over the caches.
     virtual void attention(float* out, const float* q, const float* k_cache, const float* v_cache,
                            const attention_shape& shape) = 0;

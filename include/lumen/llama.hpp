@@ -98,12 +98,16 @@ inline llama_weights load_llama_weights(const gguf_file& file, const model_confi
 
 // Activations and the KV cache of one sequence, allocated once for n_ctx positions and batches
 // of up to n_batch tokens.
+// The caches keep each key/value head's positions together, so that attention reads one stream per
+// head.
 struct llama_state {
-    xt::xtensor<float, 3> k_cache;  // (n_layers, n_ctx, kv_dim)
-    xt::xtensor<float, 3> v_cache;  // (n_layers, n_ctx, kv_dim)
+    xt::xtensor<float, 4> k_cache;  // (n_layers, n_kv_heads, n_ctx, head_dim)
+    xt::xtensor<float, 4> v_cache;  // (n_layers, n_kv_heads, n_ctx, head_dim)
     xt::xtensor<float, 2> x;        // (n_batch, dim)        the residual stream
     xt::xtensor<float, 2> h;        // (n_batch, dim)        normalised input of a sublayer
     xt::xtensor<float, 2> q;        // (n_batch, q_dim)
+    xt::xtensor<float, 2> k;        // (n_batch, kv_dim)     this batch's keys, before they go to the cache
+    xt::xtensor<float, 2> v;        // (n_batch, kv_dim)     this batch's values
     xt::xtensor<float, 2> attn;     // (n_batch, q_dim)      attention output, before wo
     xt::xtensor<float, 2> proj;     // (n_batch, dim)        output of wo or w_down
     xt::xtensor<float, 2> gate;     // (n_batch, hidden_dim)
@@ -112,8 +116,11 @@ struct llama_state {
 
     llama_state(const model_config& c, int64_t n_ctx, int64_t n_batch) {
         const auto ctx = static_cast<size_t>(n_ctx), b = static_cast<size_t>(n_batch);
-        k_cache = xt::xtensor<float, 3>::from_shape({static_cast<size_t>(c.n_layers), ctx, static_cast<size_t>(c.kv_dim())});
-        v_cache = xt::xtensor<float, 3>::from_shape(k_cache.shape());
+        k_cache = xt::xtensor<float, 4>::from_shape({static_cast<size_t>(c.n_layers), static_cast<size_t>(c.n_kv_heads), ctx,
+                                                     static_cast<size_t>(c.head_dim)});
+        v_cache = xt::xtensor<float, 4>::from_shape(k_cache.shape());
+        k = xt::xtensor<float, 2>::from_shape({b, static_cast<size_t>(c.kv_dim())});
+        v = xt::xtensor<float, 2>::from_shape(k.shape());
         x = xt::xtensor<float, 2>::from_shape({b, static_cast<size_t>(c.dim)});
         h = xt::xtensor<float, 2>::from_shape(x.shape());
         proj = xt::xtensor<float, 2>::from_shape(x.shape());
@@ -123,7 +130,7 @@ struct llama_state {
         up = xt::xtensor<float, 2>::from_shape(gate.shape());
         logits = xt::xtensor<float, 2>::from_shape({b, static_cast<size_t>(c.n_vocab)});
     }
-    int64_t n_ctx() const { return static_cast<int64_t>(k_cache.shape(1)); }
+    int64_t n_ctx() const { return static_cast<int64_t>(k_cache.shape(2)); }
     int64_t n_batch() const { return static_cast<int64_t>(x.shape(0)); }
 };
 
@@ -132,31 +139,34 @@ struct llama_state {
 // one only. The caller checks n <= n_batch and pos0 + n <= n_ctx.
 inline void llama_forward(const model_config& c, const llama_weights& w, backend& be, llama_state& s,
                           const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits) {
-    const int64_t dim = c.dim, kv_dim = c.kv_dim();
+    const int64_t dim = c.dim, n_ctx = s.n_ctx();
     float* x = s.x.data();
     float* h = s.h.data();
     float* q = s.q.data();
+    float* k = s.k.data();
+    float* v = s.v.data();
     float* attn = s.attn.data();
     float* proj = s.proj.data();
     float* gate = s.gate.data();
     float* up = s.up.data();
-    const int64_t layer_stride = s.n_ctx() * kv_dim;
+    const int64_t layer_stride = c.n_kv_heads * n_ctx * c.head_dim;
+    const attention_shape shape{n, pos0, c.n_heads, c.n_kv_heads, c.head_dim, c.head_dim, n_ctx, n_ctx * c.head_dim};
 
     be.get_rows(x, *w.token_embd, tokens, n);                              // x = embed(tokens)
     for (int64_t l = 0; l < c.n_layers; ++l) {
         const llama_layer& L = w.layers[static_cast<size_t>(l)];
-        float* k_cache = s.k_cache.data() + l * layer_stride;             // (n_ctx, kv_dim)
+        float* k_cache = s.k_cache.data() + l * layer_stride;             // (n_kv_heads, n_ctx, head_dim)
         float* v_cache = s.v_cache.data() + l * layer_stride;
-        float* k = k_cache + pos0 * kv_dim;                                // this batch's rows of the cache
-        float* v = v_cache + pos0 * kv_dim;
 
         // Attention: x = x + wo(attention(rope(wq h), rope(wk h), wv h)), h = rmsnorm(x)
         be.rmsnorm(h, x, L.attn_norm->data_as_f32(), n, dim, c.rms_norm_eps);
         const matmul_product qkv[] = {{L.wq, q}, {L.wk, k}, {L.wv, v}};
-        be.matmul_many(qkv, h, n);  // q = wq h (n, q_dim); k = wk h, v = wv h (n, kv_dim), into the cache
+        be.matmul_many(qkv, h, n);  // q = wq h (n, q_dim); k = wk h, v = wv h (n, kv_dim)
         be.rope(q, n, c.n_heads, c.head_dim, c.rope_dims, pos0, c.rope_freq_base);
         be.rope(k, n, c.n_kv_heads, c.head_dim, c.rope_dims, pos0, c.rope_freq_base);
-        be.attention(attn, q, k_cache, v_cache, {n, pos0, c.n_heads, c.n_kv_heads, c.head_dim, kv_dim, s.n_ctx()});
+        be.store_kv(k_cache, k, n, pos0, c.n_kv_heads, c.head_dim, n_ctx);  // at positions pos0 .. pos0 + n - 1
+        be.store_kv(v_cache, v, n, pos0, c.n_kv_heads, c.head_dim, n_ctx);
+        be.attention(attn, q, k_cache, v_cache, shape);
         be.matmul(*L.wo, attn, proj, n);                                   // proj (n, dim)
         be.add(x, proj, n * dim);
 

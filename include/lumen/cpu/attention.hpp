@@ -68,27 +68,6 @@ inline void weighted_sum(float* out, const float* a, const float* v, int64_t v_s
     weighted_sum_scalar(out, a, v, v_stride, n_rows, n, i);
 }
 
-// Asks for the cache lines of one head's keys or values at positions [0, n_rows): `n` floats from
-// `first`, rows `stride` floats apart, into L2, at most max_prefetch_bytes of them. The weights
-// that stream through the caches between two layers' attention evict the KV cache, and one head
-// reads a few hundred bytes per position, kv_stride apart: strided reads that the hardware
-// prefetchers follow slowly, so attention waited on memory latency (in-process A/B, stories110M Q4_0
-// generation at positions 0-127: 1.79 -> 1.72 ms per token).
-inline constexpr int64_t max_prefetch_bytes = 128 * 1024;
-inline void prefetch_rows(const float* first, int64_t n_rows, int64_t stride, int64_t n) {
-#if defined(__GNUC__)
-    const int64_t row_bytes = n * static_cast<int64_t>(sizeof(float));
-    n_rows = std::min(n_rows, max_prefetch_bytes / std::max<int64_t>(1, row_bytes));
-    for (int64_t j = 0; j < n_rows; ++j) {
-        const auto begin = reinterpret_cast<uintptr_t>(first + j * stride) & ~uintptr_t{63};
-        const auto last = reinterpret_cast<uintptr_t>(first + j * stride + n - 1);
-        for (uintptr_t line = begin; line <= last; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);
-    }
-#else
-    (void)first, (void)n_rows, (void)stride, (void)n;
-#endif
-}
-
 // Queries are taken in blocks of this many tokens: the scores of a block against the keys come
 // from one matrix product (the keys read once for the block).
 inline constexpr int64_t attention_query_block = 9;  // three tiles of the F32 kernel (4 x 3)
@@ -99,8 +78,16 @@ inline int64_t attention_scratch_floats(const attention_shape& s) {
 }
 
 // out (n, n_heads * head_dim) = softmax(q k^T / sqrt(head_dim)) v, where query row t (position
-// pos0 + t) sees cache positions 0 .. pos0 + t. Caches: (positions, n_kv_heads * head_dim), rows
-// kv_stride floats apart. scores: scratch of attention_scratch_floats(s) floats.
+// pos0 + t) sees cache positions 0 .. pos0 + t. Caches: head g, position j at g * kv_head_stride +
+// j * kv_stride (attention_shape). scores: scratch of attention_scratch_floats(s) floats.
+// The weights that stream through the caches between two layers' attention evict the KV cache, so
+// during generation attention reads it from memory. With llama_state's head-major caches a head's
+// keys (and values) are one forward stream, which the hardware prefetchers follow; position-major,
+// a head read a few hundred bytes every kv_dim floats and waited on memory latency. Cold caches, 12
+// heads of 64 at position 64, one thread: 56 -> 40 us per layer; in-model (alternating processes,
+// stories110M at positions 0-127) Q4_0 2.22 -> 2.10 ms per token (faster in 8 of 8 rounds), Q8_0
+// 3.57 -> 3.46 (5 of 6). Software prefetching of the rows, which helped the position-major caches
+// (1.79 -> 1.72 ms), is neutral on the head-major ones (2.07 vs 2.09) and is gone.
 // The scores q . k_j come from the F32 matmul kernel, with the keys as its rows and as its
 // "tokens" the queries of a block of tokens (no grouped heads) or the query heads of a group, token
 // by token; a score does not depend on how it was tiled. Softmax and the weighted sum of values
@@ -116,9 +103,7 @@ inline void attention(float* out, const float* q, const float* k_cache, const fl
     auto score_row = [&](int64_t h, int64_t k) { return scores + (h * block + k) * s.n_ctx; };
     pool.parallel_for(s.n_kv_heads, [&](int64_t kv_begin, int64_t kv_end) {
         for (int64_t g = kv_begin; g < kv_end; ++g) {
-            const int64_t kv_offset = g * s.head_dim;
-            prefetch_rows(k_cache + kv_offset, s.pos0 + s.n_tokens, s.kv_stride, s.head_dim);
-            prefetch_rows(v_cache + kv_offset, s.pos0 + s.n_tokens, s.kv_stride, s.head_dim);
+            const int64_t kv_offset = g * s.kv_head_stride;
             matmul_args a;
             a.w = reinterpret_cast<const std::byte*>(k_cache + kv_offset);
             a.w_stride = s.kv_stride * static_cast<int64_t>(sizeof(float));
