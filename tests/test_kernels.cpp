@@ -558,6 +558,28 @@ TEST_CASE("rope_adjacent_pairs matches the reference rotation", "[kernels]") {
     CHECK_THROWS_AS(lumen::cpu::rope_adjacent_pairs(v.data(), 2, 8, 10, 1, 10000.0f), lumen::error);
 }
 
+TEST_CASE("the CPU backend's rope reuses its angles only for the same positions, with rope_adjacent_pairs' bits", "[kernels]") {
+    const int64_t n_heads = 3, head_dim = 8, rope_dims = 6, dim = n_heads * head_dim;
+    lumen::cpu::cpu_backend be(1);
+    struct call {
+        int64_t pos0, n;
+        float freq_base;
+    };
+    // repeated positions (reuse), new positions, another batch size and another base (recompute)
+    for (const call c : {call{3, 2, 10000.0f}, call{3, 2, 10000.0f}, call{4, 2, 10000.0f}, call{0, 5, 10000.0f},
+                         call{0, 5, 500000.0f}, call{3, 2, 10000.0f}, call{3, 1, 10000.0f}}) {
+        INFO("pos0 " << c.pos0 << ", n " << c.n << ", base " << c.freq_base);
+        const std::vector<float> x = random_floats(static_cast<size_t>(c.n * dim), 71);
+        std::vector<float> got = x, expected = x;
+        be.rope(got.data(), c.n, n_heads, head_dim, rope_dims, c.pos0, c.freq_base);
+        for (int64_t t = 0; t < c.n; ++t)
+            lumen::cpu::rope_adjacent_pairs(expected.data() + t * dim, n_heads, head_dim, rope_dims, c.pos0 + t, c.freq_base);
+        CHECK(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)) == 0);
+    }
+    std::vector<float> v(16);
+    CHECK_THROWS_AS(be.rope(v.data(), 1, 2, 8, 3, 0, 10000.0f), lumen::error);
+}
+
 TEST_CASE("rope_adjacent_pairs is bit-identical to llama2.c's loop", "[kernels]") {
     // llama2.c run.c, forward(): for (i = 0; i < dim; i += 2) { head_dim = i % head_size;
     // freq = 1.0f / powf(10000.0f, head_dim / (float)head_size); val = pos * freq; ... }

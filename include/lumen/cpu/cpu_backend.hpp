@@ -46,10 +46,20 @@ public:
             for (int64_t t = t0; t < t1; ++t) cpu::rmsnorm(out + t * dim, x + t * dim, weight, dim, eps);
         });
     }
+    // The angles of positions pos0 .. pos0 + n - 1 are computed on the first call for them and reused
+    // by the calls after it with the same positions (the queries and keys of every layer of a pass).
     void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, int64_t rope_dims, int64_t pos0,
               float freq_base) override {
+        cpu::check_rope_dims(head_dim, rope_dims);
+        const rope_key key{pos0, n, rope_dims, freq_base};
+        if (!(key == rope_key_)) {
+            rope_key_ = {};  // invalid until the table is complete (pos0 = -1 never matches)
+            rope_table_.resize(static_cast<size_t>(n * rope_dims));
+            for (int64_t t = 0; t < n; ++t) cpu::rope_angles(rope_table_.data() + t * rope_dims, rope_dims, pos0 + t, freq_base);
+            rope_key_ = key;
+        }
         for (int64_t t = 0; t < n; ++t)
-            cpu::rope_adjacent_pairs(x + t * n_heads * head_dim, n_heads, head_dim, rope_dims, pos0 + t, freq_base);
+            cpu::rope_rotate(x + t * n_heads * head_dim, n_heads, head_dim, rope_dims, rope_table_.data() + t * rope_dims);
     }
     void attention(float* out, const float* q, const float* k_cache, const float* v_cache,
                    const attention_shape& shape) override {
@@ -83,6 +93,13 @@ private:
     thread_pool pool_;
     matmul_scratch scratch_;     // quantized activations, grown to the largest batch once; repacked weights
     std::vector<float> scores_;  // (n_heads, attention_query_block, n_ctx) attention scores
+    struct rope_key {
+        int64_t pos0 = -1, n = 0, rope_dims = 0;
+        float freq_base = 0.0f;
+        bool operator==(const rope_key&) const = default;
+    };
+    rope_key rope_key_;              // the positions rope_table_ holds
+    std::vector<float> rope_table_;  // (n, rope_dims) cos, sin of each pair's angle, by rope_angles
 };
 
 }  // namespace lumen::cpu

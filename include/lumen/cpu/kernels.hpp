@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "../error.hpp"
 #include "matmul.hpp"
@@ -83,17 +84,31 @@ inline void matmul_swiglu(const tensor_view& w_gate, const tensor_view& w_up, co
 // for each head and i < rope_dims / 2, the pair (v[2i], v[2i+1]) turns by
 // theta_i = pos * freq_base^(-2i / rope_dims), computed in float exactly as llama2.c's run.c
 // (freq = 1 / powf(base, 2i / (float)rope_dims); val = pos * freq; cosf, sinf). Elements at
-// rope_dims and beyond are left untouched.
-inline void rope_adjacent_pairs(float* vec, int64_t n_heads, int64_t head_dim, int64_t rope_dims, int64_t pos,
-                                float freq_base) {
+// rope_dims and beyond are left untouched. In two steps: rope_angles, rope_rotate.
+
+// Throws lumen::error unless rope_dims is even and in [0, head_dim].
+inline void check_rope_dims(int64_t head_dim, int64_t rope_dims) {
     if (rope_dims < 0 || rope_dims % 2 != 0 || rope_dims > head_dim)
         throw error("rope_adjacent_pairs: rope_dims must be even and in [0, head_dim = " + std::to_string(head_dim) +
                     "], got " + std::to_string(rope_dims));
+}
+
+// The rotation of pair i (i = 0 .. rope_dims / 2 - 1) at position pos: cos_sin (rope_dims,) gets
+// cos, sin of pos * freq_base^(-2i / rope_dims), as llama2.c computes them. The same for every head
+// and every layer at that position, so a forward pass computes them once per token.
+inline void rope_angles(float* cos_sin, int64_t rope_dims, int64_t pos, float freq_base) {
     for (int64_t i = 0; i < rope_dims; i += 2) {
         const float freq = 1.0f / std::pow(freq_base, static_cast<float>(i) / static_cast<float>(rope_dims));
         const float val = static_cast<float>(pos) * freq;
-        const float fcr = std::cos(val);
-        const float fci = std::sin(val);
+        cos_sin[i] = std::cos(val);
+        cos_sin[i + 1] = std::sin(val);
+    }
+}
+
+// Rotates the first rope_dims of each head of vec (n_heads * head_dim,) by the angles of rope_angles.
+inline void rope_rotate(float* vec, int64_t n_heads, int64_t head_dim, int64_t rope_dims, const float* cos_sin) {
+    for (int64_t i = 0; i < rope_dims; i += 2) {
+        const float fcr = cos_sin[i], fci = cos_sin[i + 1];
         for (int64_t h = 0; h < n_heads; ++h) {
             float* v = vec + h * head_dim + i;
             const float v0 = v[0];
@@ -102,6 +117,15 @@ inline void rope_adjacent_pairs(float* vec, int64_t n_heads, int64_t head_dim, i
             v[1] = rounded(v0 * fci) + rounded(v1 * fcr);
         }
     }
+}
+
+// Both at once, for one vector (tests, one-off use).
+inline void rope_adjacent_pairs(float* vec, int64_t n_heads, int64_t head_dim, int64_t rope_dims, int64_t pos,
+                                float freq_base) {
+    check_rope_dims(head_dim, rope_dims);
+    std::vector<float> cos_sin(static_cast<size_t>(rope_dims));
+    rope_angles(cos_sin.data(), rope_dims, pos, freq_base);
+    rope_rotate(vec, n_heads, head_dim, rope_dims, cos_sin.data());
 }
 
 }  // namespace lumen::cpu
