@@ -87,6 +87,12 @@ TEST_CASE("lumen bench prints a markdown table like llama-bench's", "[cli][bench
     CHECK_THAT(out, Catch::Contains("| 1 | tg4 |"));
     CHECK_THAT(out, !Catch::Contains("memory read bandwidth:"));  // --no-bandwidth
     CHECK_THAT(out, !Catch::Contains("pp"));
+    CHECK_THAT(out, !Catch::Contains("f16-KV"));
+
+    // --cache-type f16: the backend column says so
+    REQUIRE(bench(dir, "--shape stories15M --type q4_0 -p 8 -n 4 -t 1 -r 1 --no-bandwidth --idle-wait 0 --cache-type f16", out) == 0);
+    CHECK_THAT(out, Catch::Contains(" f16-KV | 1 | pp8 |"));
+    CHECK_THAT(out, Catch::Contains(" f16-KV | 1 | tg4 |"));
 }
 
 TEST_CASE("lumen bench rejects bad options with a message and a non-zero exit", "[cli][bench][errors]") {
@@ -103,6 +109,7 @@ TEST_CASE("lumen bench rejects bad options with a message and a non-zero exit", 
         {"--shape stories15M -t 0", "thread counts must be at least 1"},
         {"--shape stories15M -p -1", "-p values must be >= 0"},
         {"--shape stories15M -o xml", "-o must be md or csv"},
+        {"--shape stories15M --cache-type q8_0 --idle-wait 0", "--cache-type: expected f32 or f16, got 'q8_0'"},
         {"-m " + tmp + "/does_not_exist.gguf --idle-wait 0", "cannot open"},
     };
     for (const case_t& c : cases) {

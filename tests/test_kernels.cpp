@@ -376,15 +376,20 @@ TEST_CASE("attention over the KV cache matches the reference, for grouped heads,
     for (const shape sh : {shape{4, 4, 8, 1, 0}, shape{4, 2, 16, 1, 9}, shape{8, 2, 12, 5, 3}, shape{6, 1, 33, 7, 0},
                            shape{4, 4, 64, 3, 40}, shape{2, 1, 72, 2, 5}, shape{3, 3, 16, 19, 4}, shape{4, 2, 8, 11, 0}}) {
         for (int n_threads : {1, 2, 3})
-        for (bool head_major : {false, true}) {
+        for (bool head_major : {false, true})
+        for (dtype kv_type : {dtype::f32, dtype::f16}) {
             INFO("heads " << sh.n_heads << "/" << sh.n_kv_heads << ", head_dim " << sh.head_dim << ", tokens "
-                          << sh.n_tokens << ", pos0 " << sh.pos0 << ", threads " << n_threads << ", head-major " << head_major);
+                          << sh.n_tokens << ", pos0 " << sh.pos0 << ", threads " << n_threads << ", head-major " << head_major
+                          << ", cache " << lumen::dtype_name(kv_type));
             thread_pool pool(n_threads);
             const int64_t n_ctx = sh.pos0 + sh.n_tokens + 3, kv_dim = sh.n_kv_heads * sh.head_dim;
             const int64_t q_dim = sh.n_heads * sh.head_dim;
             const std::vector<float> q = random_floats(static_cast<size_t>(sh.n_tokens * q_dim), 61);
-            const std::vector<float> k = random_floats(static_cast<size_t>(n_ctx * kv_dim), 62);  // (n_ctx, kv_dim)
-            const std::vector<float> v = random_floats(static_cast<size_t>(n_ctx * kv_dim), 63);
+            std::vector<float> k = random_floats(static_cast<size_t>(n_ctx * kv_dim), 62);  // (n_ctx, kv_dim)
+            std::vector<float> v = random_floats(static_cast<size_t>(n_ctx * kv_dim), 63);
+            if (kv_type == dtype::f16)  // the reference sees what the halves hold
+                for (std::vector<float>* c : {&k, &v})
+                    for (float& e : *c) e = lumen::detail::fp16_to_fp32(lumen::detail::fp32_to_fp16(e));
             std::vector<float> out(static_cast<size_t>(sh.n_tokens * q_dim), NAN);
             // head-major: the same keys and values as (n_kv_heads, n_ctx, head_dim), as llama_state keeps them
             std::vector<float> k_heads(k.size()), v_heads(v.size());
@@ -395,11 +400,20 @@ TEST_CASE("attention over the KV cache matches the reference, for grouped heads,
                     v_heads[to] = v[static_cast<size_t>(j * kv_dim + i)];
                 }
             const lumen::attention_shape s =
-                head_major ? lumen::attention_shape{sh.n_tokens, sh.pos0, sh.n_heads, sh.n_kv_heads, sh.head_dim, sh.head_dim, n_ctx, n_ctx * sh.head_dim}
-                           : lumen::attention_shape{sh.n_tokens, sh.pos0, sh.n_heads, sh.n_kv_heads, sh.head_dim, kv_dim, n_ctx, sh.head_dim};
+                head_major ? lumen::attention_shape{sh.n_tokens, sh.pos0, sh.n_heads, sh.n_kv_heads, sh.head_dim, sh.head_dim, n_ctx, n_ctx * sh.head_dim, kv_type}
+                           : lumen::attention_shape{sh.n_tokens, sh.pos0, sh.n_heads, sh.n_kv_heads, sh.head_dim, kv_dim, n_ctx, sh.head_dim, kv_type};
+            const std::vector<float>& k_in = head_major ? k_heads : k;
+            const std::vector<float>& v_in = head_major ? v_heads : v;
+            std::vector<uint16_t> k_f16(k_in.size()), v_f16(v_in.size());
+            for (size_t i = 0; i < k_in.size(); ++i) {
+                k_f16[i] = lumen::detail::fp32_to_fp16(k_in[i]);
+                v_f16[i] = lumen::detail::fp32_to_fp16(v_in[i]);
+            }
             std::vector<float> scores(static_cast<size_t>(lumen::cpu::attention_scratch_floats(s)));
-            lumen::cpu::attention(out.data(), q.data(), head_major ? k_heads.data() : k.data(), head_major ? v_heads.data() : v.data(), s,
-                                  scores.data(), pool);
+            if (kv_type == dtype::f16)
+                lumen::cpu::attention(out.data(), q.data(), k_f16.data(), v_f16.data(), s, scores.data(), pool);
+            else
+                lumen::cpu::attention(out.data(), q.data(), k_in.data(), v_in.data(), s, scores.data(), pool);
             const ref::mat km = ref::from_floats(k.data(), n_ctx, kv_dim), vm = ref::from_floats(v.data(), n_ctx, kv_dim);
             const int64_t group = sh.n_heads / sh.n_kv_heads;
             for (int64_t t = 0; t < sh.n_tokens; ++t)
@@ -456,21 +470,29 @@ TEST_CASE("float block scales: 4 rows' scales of a block side by side, made once
     CHECK(scratch.float_scales_for(huge) == nullptr);
 }
 
-TEST_CASE("store_kv puts each head of each new row at its position in a head-major cache", "[kernels]") {
-    const int64_t n_kv_heads = 3, head_dim = 5, n_ctx = 7, pos0 = 2, n = 4, kv_dim = n_kv_heads * head_dim;
-    std::vector<float> x(static_cast<size_t>(n * kv_dim));
-    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i) + 0.5f;
-    std::vector<float> cache(static_cast<size_t>(n_kv_heads * n_ctx * head_dim), -1.0f);
+TEST_CASE("store_kv puts each head of each new row at its position in a head-major cache, as floats or halves", "[kernels]") {
+    const int64_t n_kv_heads = 3, head_dim = 11, n_ctx = 7, pos0 = 2, n = 4, kv_dim = n_kv_heads * head_dim;
+    std::vector<float> x = random_floats(static_cast<size_t>(n * kv_dim), 81);
+    x[5] = 70000.0f;  // beyond the halves' range: infinity
+    x[6] = 1e-6f;     // a subnormal half
     lumen::cpu::cpu_backend be(2);
-    be.store_kv(cache.data(), x.data(), n, pos0, n_kv_heads, head_dim, n_ctx);
+    std::vector<float> cache(static_cast<size_t>(n_kv_heads * n_ctx * head_dim), -1.0f);
+    std::vector<uint16_t> cache_f16(cache.size(), 0xabcd);
+    be.store_kv(cache.data(), dtype::f32, x.data(), n, pos0, n_kv_heads, head_dim, n_ctx);
+    be.store_kv(cache_f16.data(), dtype::f16, x.data(), n, pos0, n_kv_heads, head_dim, n_ctx);
     for (int64_t g = 0; g < n_kv_heads; ++g)
         for (int64_t j = 0; j < n_ctx; ++j)
             for (int64_t i = 0; i < head_dim; ++i) {
-                const float got = cache[static_cast<size_t>((g * n_ctx + j) * head_dim + i)];
+                const auto at = static_cast<size_t>((g * n_ctx + j) * head_dim + i);
                 const bool written = j >= pos0 && j < pos0 + n;
+                const float value = written ? x[static_cast<size_t>((j - pos0) * kv_dim + g * head_dim + i)] : -1.0f;
                 INFO("head " << g << ", position " << j << ", element " << i);
-                CHECK(got == (written ? x[static_cast<size_t>((j - pos0) * kv_dim + g * head_dim + i)] : -1.0f));
+                CHECK(cache[at] == value);
+                CHECK(cache_f16[at] == (written ? lumen::detail::fp32_to_fp16(value) : uint16_t{0xabcd}));
             }
+    std::vector<std::byte> bytes(64);
+    CHECK_THROWS_WITH(be.store_kv(bytes.data(), dtype::q8_0, x.data(), 1, 0, 1, 8, 1),
+                      Catch::Contains("KV cache type Q8_0 is not supported"));
 }
 
 TEST_CASE("attention's weighted sum of value rows equals the scalar one bit for bit", "[kernels]") {
@@ -484,7 +506,33 @@ TEST_CASE("attention's weighted sum of value rows equals the scalar one bit for 
             lumen::cpu::weighted_sum(out.data(), a.data(), v.data(), stride, n_rows, n);
             lumen::cpu::weighted_sum_scalar(expected.data(), a.data(), v.data(), stride, n_rows, n);
             CHECK(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)) == 0);
+            // value rows of halves (an f16 KV cache): the same, on the widened values
+            std::vector<uint16_t> v_f16(v.size());
+            std::vector<float> widened(v.size());
+            for (size_t i = 0; i < v.size(); ++i) {
+                v_f16[i] = lumen::detail::fp32_to_fp16(v[i]);
+                widened[i] = lumen::detail::fp16_to_fp32(v_f16[i]);
+            }
+            lumen::cpu::weighted_sum_f16(out.data(), a.data(), v_f16.data(), stride, n_rows, n);
+            lumen::cpu::weighted_sum_scalar(expected.data(), a.data(), widened.data(), stride, n_rows, n);
+            CHECK(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)) == 0);
+            lumen::cpu::weighted_sum_f16_scalar(out.data(), a.data(), v_f16.data(), stride, n_rows, n);
+            CHECK(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)) == 0);
         }
+}
+
+TEST_CASE("round_to_fp16 gives fp32_to_fp16's bits", "[kernels]") {
+    std::vector<float> x = random_floats(1000, 91, -70000.0f, 70000.0f);
+    for (float special : {0.0f, -0.0f, 1e-8f, -3e-6f, 6.1e-5f, 65504.0f, 65519.0f, 65520.0f, -1e30f, 1.0f / 3.0f})
+        x.push_back(special);
+    for (int64_t n : {int64_t{0}, int64_t{5}, static_cast<int64_t>(x.size())}) {
+        std::vector<uint16_t> got(x.size(), 0x1234);
+        lumen::cpu::round_to_fp16(got.data(), x.data(), n);
+        for (int64_t i = 0; i < static_cast<int64_t>(x.size()); ++i) {
+            INFO("x = " << x[static_cast<size_t>(i)] << ", n " << n);
+            CHECK(got[static_cast<size_t>(i)] == (i < n ? lumen::detail::fp32_to_fp16(x[static_cast<size_t>(i)]) : uint16_t{0x1234}));
+        }
+    }
 }
 
 TEST_CASE("rmsnorm, softmax, silu and swiglu match the reference", "[kernels]") {

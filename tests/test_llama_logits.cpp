@@ -167,6 +167,26 @@ TEST_CASE("llama logits equal the PyTorch reference, token by token and batched"
                                                  reference.begin() + static_cast<std::ptrdiff_t>((t + 1) * n_vocab));
                 require_rows_close(row.data(), ref_row, 1, n_vocab, mc.name + ", decode step " + std::to_string(t));
             }
+
+            // An f16 KV cache (half the memory and the reads): keys and values rounded to 11 bits keep
+            // the logits within 1e-2 of the reference, token by token and batched, and do move them.
+            lumen::context exact(model, {.n_ctx = 64, .n_batch = 16, .n_threads = 2});
+            const xt::xtensor<float, 2> exact_logits = exact.evaluate(tokens);
+            for (int64_t n_batch : {1, 16}) {
+                lumen::context half(model, {.n_ctx = 64, .n_batch = n_batch, .n_threads = 2, .kv_type = lumen::dtype::f16});
+                CHECK(half.kv_type() == lumen::dtype::f16);
+                const xt::xtensor<float, 2> logits = half.evaluate(tokens);
+                double largest = 0;
+                for (size_t t = 0; t < n; ++t) {
+                    const double err = relative_error(logits.data() + t * n_vocab, reference.data() + t * n_vocab, n_vocab);
+                    INFO(mc.name << ", f16 KV cache, n_batch " << n_batch << ", position " << t << ": relative error " << err);
+                    REQUIRE(err <= 1e-2);
+                    largest = std::max(largest, relative_error(logits.data() + t * n_vocab, exact_logits.data() + t * n_vocab, n_vocab));
+                }
+                CHECK(largest > 0);
+            }
+            CHECK_THROWS_WITH(lumen::context(model, {.n_ctx = 64, .kv_type = lumen::dtype::q8_0}),
+                              Catch::Contains("KV cache type Q8_0 is not supported (f32, f16)"));
         }
     }
 }

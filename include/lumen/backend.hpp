@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "detail/fp16.hpp"
 #include "error.hpp"
 #include "tensor.hpp"
 
@@ -16,7 +17,7 @@ namespace lumen {
 
 // Shapes of one attention call. q holds n_tokens rows for positions pos0 .. pos0 + n_tokens - 1;
 // the caches already hold keys and values for positions 0 .. pos0 + n_tokens - 1: the head_dim
-// floats of key/value head g at position j start at g * kv_head_stride + j * kv_stride. llama_state
+// elements (kv_type) of key/value head g at position j start at g * kv_head_stride + j * kv_stride. llama_state
 // keeps each head's positions together (kv_stride = head_dim, kv_head_stride = n_ctx * head_dim);
 // position-major caches (kv_stride = n_kv_heads * head_dim, kv_head_stride = head_dim) work too.
 struct attention_shape {
@@ -25,10 +26,17 @@ struct attention_shape {
     int64_t n_heads;
     int64_t n_kv_heads;      // n_heads / n_kv_heads query heads share one key/value head (GQA)
     int64_t head_dim;
-    int64_t kv_stride;       // floats between consecutive positions of one head in the caches
+    int64_t kv_stride;       // elements between consecutive positions of one head in the caches
     int64_t n_ctx;           // positions the caches can hold (scratch is sized for it once)
-    int64_t kv_head_stride;  // floats between consecutive key/value heads in the caches
+    int64_t kv_head_stride;  // elements between consecutive key/value heads in the caches
+    dtype kv_type = dtype::f32;  // the caches' elements: f32, or f16 (half the memory and the reads)
 };
+
+// Throws lumen::error unless t is a type a KV cache can hold (f32, f16).
+inline void check_kv_type(dtype t) {
+    if (t != dtype::f32 && t != dtype::f16)
+        throw error("KV cache type " + std::string(dtype_name(t)) + " is not supported (f32, f16)");
+}
 
 // One of several products that share their input (backend::matmul_many): Y = X @ W^T into y.
 struct matmul_product {
@@ -69,16 +77,27 @@ public:
     // row t is at position pos0 + t.
     virtual void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, int64_t rope_dims, int64_t pos0,
                       float freq_base) = 0;
-    // Stores rows x (n, n_kv_heads * head_dim) of new keys or values in a cache laid out as
-    // (n_kv_heads, n_ctx, head_dim): head g of row t goes to cache + (g * n_ctx + pos0 + t) * head_dim.
-    virtual void store_kv(float* cache, const float* x, int64_t n, int64_t pos0, int64_t n_kv_heads, int64_t head_dim,
-                          int64_t n_ctx) {
+    // Stores rows x (n, n_kv_heads * head_dim) of new keys or values in a cache of cache_type (f32,
+    // or f16: rounded to nearest) laid out as (n_kv_heads, n_ctx, head_dim): head g of row t goes to
+    // element (g * n_ctx + pos0 + t) * head_dim.
+    virtual void store_kv(void* cache, dtype cache_type, const float* x, int64_t n, int64_t pos0, int64_t n_kv_heads,
+                          int64_t head_dim, int64_t n_ctx) {
+        check_kv_type(cache_type);
         for (int64_t t = 0; t < n; ++t)
-            for (int64_t g = 0; g < n_kv_heads; ++g)
-                std::copy_n(x + (t * n_kv_heads + g) * head_dim, head_dim, cache + (g * n_ctx + pos0 + t) * head_dim);
+            for (int64_t g = 0; g < n_kv_heads; ++g) {
+                const float* from = x + (t * n_kv_heads + g) * head_dim;
+                const int64_t at = (g * n_ctx + pos0 + t) * head_dim;
+                if (cache_type == dtype::f32) {
+                    std::copy_n(from, head_dim, static_cast<float*>(cache) + at);
+                } else {
+                    uint16_t* to = static_cast<uint16_t*>(cache) + at;
+                    for (int64_t i = 0; i < head_dim; ++i) to[i] = detail::fp32_to_fp16(from[i]);
+                }
+            }
     }
-    // out (n, n_heads * head_dim) = softmax(q k^T / sqrt(head_dim), causal) v over the caches.
-    virtual void attention(float* out, const float* q, const float* k_cache, const float* v_cache,
+    // out (n, n_heads * head_dim) = softmax(q k^T / sqrt(head_dim), causal) v over the caches, whose
+    // elements are shape.kv_type.
+    virtual void attention(float* out, const float* q, const void* k_cache, const void* v_cache,
                            const attention_shape& shape) = 0;
     // out (n,) = silu(gate) * up
     virtual void swiglu(float* out, const float* gate, const float* up, int64_t n) = 0;

@@ -24,6 +24,7 @@ struct context_options {
     int64_t n_batch = 512;  // tokens per forward pass while processing a prompt
     int n_threads = 0;      // CPU threads; 0 = all hardware threads
     bool repack = true;     // CPU: repack Q8_0/Q4_0 weights for kernels that read another layout (AVX-512)
+    dtype kv_type = dtype::f32;  // KV cache elements: f32 (exact), or f16 (half the memory and reads; llama.cpp's default)
 };
 
 class context {
@@ -32,7 +33,7 @@ public:
         : model_(&m),
           backend_(std::make_unique<cpu::cpu_backend>(resolve_threads(options.n_threads), options.repack, &m.derived_weights())),
           state_(m.config(), resolve_ctx(m, options.n_ctx),
-                 std::clamp<int64_t>(options.n_batch, 1, resolve_ctx(m, options.n_ctx))) {
+                 std::clamp<int64_t>(options.n_batch, 1, resolve_ctx(m, options.n_ctx)), options.kv_type) {
         for_each_matrix(m.weights(), [&](const tensor_view& w) { backend_->prepare(w); });
     }
     // A context keeps a pointer to its model, so it cannot be made from a temporary.
@@ -43,6 +44,7 @@ public:
     int64_t n_ctx() const { return state_.n_ctx(); }
     int64_t n_past() const { return n_past_; }
     int64_t n_vocab() const { return model_->config().n_vocab; }
+    dtype kv_type() const { return state_.kv_type; }
 
     // Forgets the sequence: the next token goes to position 0.
     void reset() { n_past_ = 0; }

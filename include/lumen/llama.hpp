@@ -2,6 +2,7 @@
 // weights, checked against the config at load, and its forward pass, written against backend.hpp.
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -99,10 +100,14 @@ inline llama_weights load_llama_weights(const gguf_file& file, const model_confi
 // Activations and the KV cache of one sequence, allocated once for n_ctx positions and batches
 // of up to n_batch tokens.
 // The caches keep each key/value head's positions together, so that attention reads one stream per
-// head.
+// head; their elements are floats, or halves (kv_type f16: half the memory and half the reads, at
+// 11 bits of precision, as llama.cpp's default cache), in k_cache_f16 / v_cache_f16 then.
 struct llama_state {
-    xt::xtensor<float, 4> k_cache;  // (n_layers, n_kv_heads, n_ctx, head_dim)
-    xt::xtensor<float, 4> v_cache;  // (n_layers, n_kv_heads, n_ctx, head_dim)
+    dtype kv_type = dtype::f32;
+    xt::xtensor<float, 4> k_cache;         // (n_layers, n_kv_heads, n_ctx, head_dim) when kv_type is f32, else empty
+    xt::xtensor<float, 4> v_cache;         // (n_layers, n_kv_heads, n_ctx, head_dim)
+    xt::xtensor<uint16_t, 4> k_cache_f16;  // (n_layers, n_kv_heads, n_ctx, head_dim) when kv_type is f16, else empty
+    xt::xtensor<uint16_t, 4> v_cache_f16;  // (n_layers, n_kv_heads, n_ctx, head_dim)
     xt::xtensor<float, 2> x;        // (n_batch, dim)        the residual stream
     xt::xtensor<float, 2> h;        // (n_batch, dim)        normalised input of a sublayer
     xt::xtensor<float, 2> q;        // (n_batch, q_dim)
@@ -114,11 +119,19 @@ struct llama_state {
     xt::xtensor<float, 2> up;       // (n_batch, hidden_dim)
     xt::xtensor<float, 2> logits;   // (n_batch, n_vocab)
 
-    llama_state(const model_config& c, int64_t n_ctx, int64_t n_batch) {
+    llama_state(const model_config& c, int64_t n_ctx, int64_t n_batch, dtype cache_type = dtype::f32) : kv_type(cache_type) {
+        check_kv_type(cache_type);
         const auto ctx = static_cast<size_t>(n_ctx), b = static_cast<size_t>(n_batch);
-        k_cache = xt::xtensor<float, 4>::from_shape({static_cast<size_t>(c.n_layers), static_cast<size_t>(c.n_kv_heads), ctx,
-                                                     static_cast<size_t>(c.head_dim)});
-        v_cache = xt::xtensor<float, 4>::from_shape(k_cache.shape());
+        const std::array<size_t, 4> cache_shape{static_cast<size_t>(c.n_layers), static_cast<size_t>(c.n_kv_heads), ctx,
+                                                static_cast<size_t>(c.head_dim)};
+        if (kv_type == dtype::f32) {
+            k_cache = xt::xtensor<float, 4>::from_shape(cache_shape);
+            v_cache = xt::xtensor<float, 4>::from_shape(cache_shape);
+        } else {
+            k_cache_f16 = xt::xtensor<uint16_t, 4>::from_shape(cache_shape);
+            v_cache_f16 = xt::xtensor<uint16_t, 4>::from_shape(cache_shape);
+        }
+        n_ctx_ = n_ctx;
         k = xt::xtensor<float, 2>::from_shape({b, static_cast<size_t>(c.kv_dim())});
         v = xt::xtensor<float, 2>::from_shape(k.shape());
         x = xt::xtensor<float, 2>::from_shape({b, static_cast<size_t>(c.dim)});
@@ -130,8 +143,19 @@ struct llama_state {
         up = xt::xtensor<float, 2>::from_shape(gate.shape());
         logits = xt::xtensor<float, 2>::from_shape({b, static_cast<size_t>(c.n_vocab)});
     }
-    int64_t n_ctx() const { return static_cast<int64_t>(k_cache.shape(2)); }
+    int64_t n_ctx() const { return n_ctx_; }
     int64_t n_batch() const { return static_cast<int64_t>(x.shape(0)); }
+    // Layer l's key (value) cache, (n_kv_heads, n_ctx, head_dim) elements of kv_type.
+    void* k_layer(int64_t l) { return layer_of(k_cache, k_cache_f16, l); }
+    void* v_layer(int64_t l) { return layer_of(v_cache, v_cache_f16, l); }
+
+private:
+    void* layer_of(xt::xtensor<float, 4>& f32, xt::xtensor<uint16_t, 4>& f16, int64_t l) {
+        const auto layer = static_cast<int64_t>(kv_type == dtype::f32 ? f32.size() / f32.shape(0) : f16.size() / f16.shape(0));
+        if (kv_type == dtype::f32) return f32.data() + l * layer;
+        return f16.data() + l * layer;
+    }
+    int64_t n_ctx_ = 0;
 };
 
 // Runs tokens (n,) at positions pos0 .. pos0 + n - 1 through the model, appending their keys and
@@ -149,14 +173,13 @@ inline void llama_forward(const model_config& c, const llama_weights& w, backend
     float* proj = s.proj.data();
     float* gate = s.gate.data();
     float* up = s.up.data();
-    const int64_t layer_stride = c.n_kv_heads * n_ctx * c.head_dim;
-    const attention_shape shape{n, pos0, c.n_heads, c.n_kv_heads, c.head_dim, c.head_dim, n_ctx, n_ctx * c.head_dim};
+    const attention_shape shape{n, pos0, c.n_heads, c.n_kv_heads, c.head_dim, c.head_dim, n_ctx, n_ctx * c.head_dim, s.kv_type};
 
     be.get_rows(x, *w.token_embd, tokens, n);                              // x = embed(tokens)
     for (int64_t l = 0; l < c.n_layers; ++l) {
         const llama_layer& L = w.layers[static_cast<size_t>(l)];
-        float* k_cache = s.k_cache.data() + l * layer_stride;             // (n_kv_heads, n_ctx, head_dim)
-        float* v_cache = s.v_cache.data() + l * layer_stride;
+        void* k_cache = s.k_layer(l);                                       // (n_kv_heads, n_ctx, head_dim)
+        void* v_cache = s.v_layer(l);
 
         // Attention: x = x + wo(attention(rope(wq h), rope(wk h), wv h)), h = rmsnorm(x)
         be.rmsnorm(h, x, L.attn_norm->data_as_f32(), n, dim, c.rms_norm_eps);
@@ -164,8 +187,8 @@ inline void llama_forward(const model_config& c, const llama_weights& w, backend
         be.matmul_many(qkv, h, n);  // q = wq h (n, q_dim); k = wk h, v = wv h (n, kv_dim)
         be.rope(q, n, c.n_heads, c.head_dim, c.rope_dims, pos0, c.rope_freq_base);
         be.rope(k, n, c.n_kv_heads, c.head_dim, c.rope_dims, pos0, c.rope_freq_base);
-        be.store_kv(k_cache, k, n, pos0, c.n_kv_heads, c.head_dim, n_ctx);  // at positions pos0 .. pos0 + n - 1
-        be.store_kv(v_cache, v, n, pos0, c.n_kv_heads, c.head_dim, n_ctx);
+        be.store_kv(k_cache, s.kv_type, k, n, pos0, c.n_kv_heads, c.head_dim, n_ctx);  // at positions pos0 .. pos0 + n - 1
+        be.store_kv(v_cache, s.kv_type, v, n, pos0, c.n_kv_heads, c.head_dim, n_ctx);
         be.attention(attn, q, k_cache, v_cache, shape);
         be.matmul(*L.wo, attn, proj, n);                                   // proj (n, dim)
         be.add(x, proj, n * dim);

@@ -42,6 +42,7 @@ struct bench_args {
     int bandwidth_mib = 0;
     bool pool = false;
     bool no_repack = false;
+    std::string cache_type = "f32";
 };
 
 struct stats {
@@ -220,13 +221,15 @@ void run_bench(bench_args& a) {
     std::fflush(stdout);
 
     const std::string type = main_type(m);
-    const std::string backend = std::string("CPU ") + cpu::simd_name() + (a.no_repack ? " no-repack" : "");
+    const dtype kv_type = parse_cache_type(a.cache_type);
+    const std::string backend = std::string("CPU ") + cpu::simd_name() + (a.no_repack ? " no-repack" : "") +
+                                (kv_type == dtype::f16 ? " f16-KV" : "");
     std::mt19937 rng(1234);
     for (int threads : a.threads) {
         const int max_p = a.n_prompt.empty() ? 0 : *std::max_element(a.n_prompt.begin(), a.n_prompt.end());
         const int max_n = a.n_gen.empty() ? 0 : *std::max_element(a.n_gen.begin(), a.n_gen.end());
         context ctx(m, {.n_ctx = std::max(16, std::max(max_p, max_n)), .n_batch = a.batch_size, .n_threads = threads,
-                                 .repack = !a.no_repack});
+                                 .repack = !a.no_repack, .kv_type = kv_type});
         std::vector<std::pair<bool, int>> tests;
         for (int p : a.n_prompt)
             if (p > 0) tests.push_back({true, p});
@@ -325,6 +328,7 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--bandwidth-passes", a->bandwidth_passes, "Passes over the buffer (best one counts)")->capture_default_str();
     cmd->add_option("--bandwidth-mib", a->bandwidth_mib, "Bandwidth buffer size in MiB (default max(1 GiB, 4 x L3))");
     cmd->add_flag("--no-repack", a->no_repack, "Kernels read Q8_0/Q4_0 weights as stored, not repacked (AVX-512 kernels)");
+    cmd->add_option("--cache-type", a->cache_type, cache_type_help)->capture_default_str();
     cmd->add_flag("--pool", a->pool, "Also print the thread pool's time per parallel_for");
     cmd->callback([a] { run_bench(*a); });
 }

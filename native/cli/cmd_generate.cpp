@@ -26,6 +26,7 @@ struct generate_args {
     bool no_bos = false;
     bool ignore_eos = false;
     bool no_repack = false;
+    std::string cache_type = "f32";
     sampler_options sampling;
 };
 
@@ -53,7 +54,8 @@ void run_generate(generate_args& a) {
 
     const auto t0 = std::chrono::steady_clock::now();
     const model m = model::load(a.model_path);
-    context ctx(m, {.n_ctx = a.ctx_size, .n_batch = a.batch_size, .n_threads = a.threads, .repack = !a.no_repack});
+    context ctx(m, {.n_ctx = a.ctx_size, .n_batch = a.batch_size, .n_threads = a.threads, .repack = !a.no_repack,
+                    .kv_type = parse_cache_type(a.cache_type)});
     const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::fprintf(stderr, "lumen: %s: %s, %.2f M parameters, n_ctx %lld, %d threads, seed %lld, loaded in %.3f s\n",
                  a.model_path.c_str(), m.config().architecture.c_str(), static_cast<double>(m.n_params()) / 1e6,
@@ -103,6 +105,7 @@ void add_generate_command(CLI::App& app) {
     cmd->add_option("--repeat-last-n", a->sampling.repeat_last_n, "How many recent tokens the penalty looks at")->capture_default_str();
     cmd->add_flag("--no-bos", a->no_bos, "Do not start the prompt with the BOS token");
     cmd->add_flag("--no-repack", a->no_repack, "Kernels read Q8_0/Q4_0 weights as stored, not repacked (AVX-512 kernels)");
+    cmd->add_option("--cache-type", a->cache_type, cache_type_help)->capture_default_str();
     cmd->add_flag("--ignore-eos", a->ignore_eos, "Keep generating after the end-of-sequence token");
     cmd->callback([a] { run_generate(*a); });
 }

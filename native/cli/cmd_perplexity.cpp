@@ -25,6 +25,7 @@ struct perplexity_args {
     int64_t batch_size = 512;
     int64_t chunks = -1;
     int threads = 0;
+    std::string cache_type = "f32";
 };
 
 std::string read_text(const std::string& path) {
@@ -39,13 +40,14 @@ void run_perplexity(const perplexity_args& a) {
     const model m = model::load(a.model_path);
     // llama.cpp's default chunk is 512 tokens; a model trained on less gets its own context length
     const int64_t n_ctx = a.ctx_size > 0 ? a.ctx_size : std::min<int64_t>(512, m.config().n_ctx_train);
-    context ctx(m, {.n_ctx = n_ctx, .n_batch = a.batch_size, .n_threads = a.threads});
+    const dtype kv_type = parse_cache_type(a.cache_type);
+    context ctx(m, {.n_ctx = n_ctx, .n_batch = a.batch_size, .n_threads = a.threads, .kv_type = kv_type});
     std::unique_ptr<model> base_model;
     std::unique_ptr<context> base_ctx;
     if (!a.base_path.empty()) {
         base_model = std::make_unique<model>(model::load(a.base_path));
         base_ctx = std::make_unique<context>(*base_model, context_options{.n_ctx = n_ctx, .n_batch = a.batch_size,
-                                                                          .n_threads = a.threads});
+                                                                          .n_threads = a.threads, .kv_type = kv_type});
     }
 
     const std::string text = read_text(a.text_path);
@@ -97,6 +99,7 @@ void add_perplexity_command(CLI::App& app) {
     cmd->add_option("-b,--batch-size", a->batch_size, "Tokens per forward pass")->capture_default_str();
     cmd->add_option("--chunks", a->chunks, "Chunks to evaluate (-1 = all)")->capture_default_str();
     cmd->add_option("-t,--threads", a->threads, "CPU threads (0 = all)")->capture_default_str();
+    cmd->add_option("--cache-type", a->cache_type, cache_type_help)->capture_default_str();
     cmd->add_option("--kl-base", a->base_path, "Reference model (e.g. the F32 or F16 original) for KL divergence");
     cmd->callback([a] { run_perplexity(*a); });
 }

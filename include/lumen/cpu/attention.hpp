@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "../backend.hpp"
+#include "../detail/fp16.hpp"
 #include "matmul.hpp"
 #include "simd.hpp"
 #include "thread_pool.hpp"
@@ -68,6 +69,41 @@ inline void weighted_sum(float* out, const float* a, const float* v, int64_t v_s
     weighted_sum_scalar(out, a, v, v_stride, n_rows, n, i);
 }
 
+// The same for value rows of halves (an f16 KV cache): each v_j[i] widened to float, then as above.
+inline void weighted_sum_f16_scalar(float* out, const float* a, const uint16_t* v, int64_t v_stride, int64_t n_rows,
+                                    int64_t n, int64_t i0 = 0) {
+    for (; i0 < n; i0 += 64) {
+        const int64_t m = n - i0 < 64 ? n - i0 : 64;
+        float acc[64] = {};
+        for (int64_t j = 0; j < n_rows; ++j)
+            for (int64_t k = 0; k < m; ++k) acc[k] = madd(a[j], detail::fp16_to_fp32(v[j * v_stride + i0 + k]), acc[k]);
+        for (int64_t k = 0; k < m; ++k) out[i0 + k] = acc[k];
+    }
+}
+
+inline void weighted_sum_f16(float* out, const float* a, const uint16_t* v, int64_t v_stride, int64_t n_rows, int64_t n) {
+    int64_t i = 0;
+#if defined(LUMEN_CPU_HAVE_AVX2) && !defined(LUMEN_FORCE_SCALAR)
+    auto load8 = [](const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); };
+    for (; i + 64 <= n; i += 64) {
+        __m256 acc[8];
+        for (__m256& x : acc) x = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n_rows; ++j) {
+            const __m256 aj = _mm256_set1_ps(a[j]);
+            const uint16_t* vj = v + j * v_stride + i;
+            for (int k = 0; k < 8; ++k) acc[k] = avx2::madd(aj, load8(vj + 8 * k), acc[k]);
+        }
+        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(out + i + 8 * k, acc[k]);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n_rows; ++j) acc = avx2::madd(_mm256_set1_ps(a[j]), load8(v + j * v_stride + i), acc);
+        _mm256_storeu_ps(out + i, acc);
+    }
+#endif
+    weighted_sum_f16_scalar(out, a, v, v_stride, n_rows, n, i);
+}
+
 // Queries are taken in blocks of this many tokens: the scores of a block against the keys come
 // from one matrix product (the keys read once for the block).
 inline constexpr int64_t attention_query_block = 9;  // three tiles of the F32 kernel (4 x 3)
@@ -92,21 +128,26 @@ inline int64_t attention_scratch_floats(const attention_shape& s) {
 // "tokens" the queries of a block of tokens (no grouped heads) or the query heads of a group, token
 // by token; a score does not depend on how it was tiled. Softmax and the weighted sum of values
 // follow llama2.c (divisions, not reciprocal products); the weighted sum is vectorised.
-inline void attention(float* out, const float* q, const float* k_cache, const float* v_cache,
+inline void attention(float* out, const float* q, const void* k_cache, const void* v_cache,
                       const attention_shape& s, float* scores, thread_pool& pool,
                       const kernel_set& ks = default_kernels()) {
+    check_kv_type(s.kv_type);
+    const bool f16 = s.kv_type == dtype::f16;
+    const int64_t element_bytes = f16 ? 2 : 4;
+    const auto* k_bytes = static_cast<const std::byte*>(k_cache);
     constexpr int64_t block = attention_query_block;
     const int64_t group = s.n_heads / s.n_kv_heads;  // query heads per key/value head
     const float sqrt_head_dim = std::sqrt(static_cast<float>(s.head_dim));
-    const matmul_rows_fn dot_rows = ks.find(dtype::f32)->rows;
+    const matmul_rows_fn dot_rows = ks.find(s.kv_type)->rows;  // the F32 or F16 kernel
     // score row of query head h and token t0 + k of the block
     auto score_row = [&](int64_t h, int64_t k) { return scores + (h * block + k) * s.n_ctx; };
     pool.parallel_for(s.n_kv_heads, [&](int64_t kv_begin, int64_t kv_end) {
         for (int64_t g = kv_begin; g < kv_end; ++g) {
             const int64_t kv_offset = g * s.kv_head_stride;
             matmul_args a;
-            a.w = reinterpret_cast<const std::byte*>(k_cache + kv_offset);
-            a.w_stride = s.kv_stride * static_cast<int64_t>(sizeof(float));
+            a.type = s.kv_type;
+            a.w = k_bytes + kv_offset * element_bytes;
+            a.w_stride = s.kv_stride * element_bytes;
             a.cols = s.head_dim;
             for (int64_t t0 = 0; t0 < s.n_tokens; t0 += block) {
                 const int64_t nt = std::min(block, s.n_tokens - t0);
@@ -146,8 +187,13 @@ inline void attention(float* out, const float* q, const float* k_cache, const fl
                         }
                         // out = sum_j softmax_j v_j
                         for (int64_t j = 0; j < n_seen; ++j) score[j] = score[j] / sum;
-                        weighted_sum(out + (t * s.n_heads + h) * s.head_dim, score, v_cache + kv_offset, s.kv_stride,
-                                     n_seen, s.head_dim);
+                        float* out_h = out + (t * s.n_heads + h) * s.head_dim;
+                        if (f16)
+                            weighted_sum_f16(out_h, score, static_cast<const uint16_t*>(v_cache) + kv_offset, s.kv_stride, n_seen,
+                                             s.head_dim);
+                        else
+                            weighted_sum(out_h, score, static_cast<const float*>(v_cache) + kv_offset, s.kv_stride, n_seen,
+                                         s.head_dim);
                     }
                 }
             }

@@ -61,7 +61,15 @@ public:
         for (int64_t t = 0; t < n; ++t)
             cpu::rope_rotate(x + t * n_heads * head_dim, n_heads, head_dim, rope_dims, rope_table_.data() + t * rope_dims);
     }
-    void attention(float* out, const float* q, const float* k_cache, const float* v_cache,
+    void store_kv(void* cache, dtype cache_type, const float* x, int64_t n, int64_t pos0, int64_t n_kv_heads,
+                  int64_t head_dim, int64_t n_ctx) override {
+        if (cache_type != dtype::f16) return backend::store_kv(cache, cache_type, x, n, pos0, n_kv_heads, head_dim, n_ctx);
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t g = 0; g < n_kv_heads; ++g)
+                cpu::round_to_fp16(static_cast<uint16_t*>(cache) + (g * n_ctx + pos0 + t) * head_dim,
+                                   x + (t * n_kv_heads + g) * head_dim, head_dim);
+    }
+    void attention(float* out, const float* q, const void* k_cache, const void* v_cache,
                    const attention_shape& shape) override {
         // Scratch for the scores: sized on the first call for the whole context, then reused.
         const auto needed = static_cast<size_t>(attention_scratch_floats(shape));

@@ -12,10 +12,22 @@
 #include <string>
 #include <vector>
 
+#include "../detail/fp16.hpp"
 #include "../error.hpp"
 #include "matmul.hpp"
 
 namespace lumen::cpu {
+
+// out (n,) = x (n,) rounded to halves, to nearest even (F16C where the AVX2 kernels are built: the
+// same bits as detail::fp32_to_fp16 for every number; NaNs stay NaNs).
+inline void round_to_fp16(uint16_t* out, const float* x, int64_t n) {
+    int64_t i = 0;
+#if defined(LUMEN_CPU_HAVE_AVX2) && !defined(LUMEN_FORCE_SCALAR)
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; ++i) out[i] = detail::fp32_to_fp16(x[i]);
+}
 
 // out (n,) = x / sqrt(mean(x^2) + eps) * weight, as llama2.c's rmsnorm: the sum of squares
 // accumulates in float in index order. out may be x.
