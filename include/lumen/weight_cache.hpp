@@ -7,6 +7,8 @@
 #include <mutex>
 #include <utility>
 
+#include "detail/mapped_file.hpp"
+
 namespace lumen {
 
 class weight_cache {
@@ -22,7 +24,11 @@ public:
         return std::static_pointer_cast<T>(slot);
     }
 
+    // Where the derived copies' memory comes from (huge pages, small weights packed together).
+    detail::weight_arena& arena() { return arena_; }
+
 private:
+    detail::weight_arena arena_;
     std::mutex mutex_;
     std::map<std::pair<const void*, const void*>, std::shared_ptr<void>> entries_;
 };

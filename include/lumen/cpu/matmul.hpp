@@ -190,11 +190,7 @@ inline const kernel_set& default_kernels() {
 
 // A weight's rows repacked for its kernel (matmul_kernel::pack): rows [0, rows) in groups.
 struct packed_weight {
-    struct free_memory {
-        size_t bytes;
-        void operator()(std::byte* p) const { detail::free_weight_memory(p, bytes); }
-    };
-    std::unique_ptr<std::byte, free_memory> data{nullptr, free_memory{0}};  // null: could not be made
+    std::shared_ptr<std::byte> data;  // from a detail::weight_arena; null: could not be made
     int64_t rows = 0;
 };
 
@@ -216,6 +212,7 @@ struct matmul_scratch {
     std::unordered_map<const std::byte*, std::vector<float>> float_scales;  // empty: could not be made
     std::unordered_map<const std::byte*, std::shared_ptr<packed_weight>> packed;  // null data: could not be made
     weight_cache* shared = nullptr;  // where repacked weights are kept for every context of a model
+    detail::weight_arena arena;      // their memory when there is no `shared`
 
     const float* float_scales_for(const tensor_view& w) {
         auto [it, added] = float_scales.try_emplace(w.data);
@@ -238,13 +235,14 @@ struct matmul_scratch {
         if (k.pack == nullptr || !pack_weights) return nullptr;
         auto [it, added] = packed.try_emplace(w.data);
         if (added) {
-            auto make = [&] { return make_packed(w, k, pool); };
+            auto make = [&] { return make_packed(w, k, pool, shared ? shared->arena() : arena); };
             it->second = shared ? shared->get<packed_weight>(w.data, reinterpret_cast<const void*>(k.pack), make) : make();
         }
         return it->second && it->second->data ? it->second.get() : nullptr;
     }
 
-    static std::shared_ptr<packed_weight> make_packed(const tensor_view& w, const matmul_kernel& k, thread_pool& pool) {
+    static std::shared_ptr<packed_weight> make_packed(const tensor_view& w, const matmul_kernel& k, thread_pool& pool,
+                                                      detail::weight_arena& memory) {
         auto p = std::make_shared<packed_weight>();
         const int64_t group = k.pack_rows, stride = w.bytes_per_row();
         const int64_t n_groups = w.rows() / group, group_bytes = group * stride;
@@ -252,7 +250,7 @@ struct matmul_scratch {
         if (n_groups == 0 || n_groups > std::numeric_limits<int64_t>::max() / group_bytes) return p;
         try {
             const auto bytes = static_cast<size_t>(n_groups * group_bytes);
-            p->data = {detail::allocate_weight_memory(bytes), packed_weight::free_memory{bytes}};
+            p->data = memory.allocate(bytes);
         } catch (const std::bad_alloc&) {
             return p;
         }
