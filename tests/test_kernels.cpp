@@ -513,10 +513,10 @@ TEST_CASE("attention's weighted sum of value rows equals the scalar one bit for 
                 v_f16[i] = lumen::detail::fp32_to_fp16(v[i]);
                 widened[i] = lumen::detail::fp16_to_fp32(v_f16[i]);
             }
-            lumen::cpu::weighted_sum_f16(out.data(), a.data(), v_f16.data(), stride, n_rows, n);
+            lumen::cpu::weighted_sum(out.data(), a.data(), v_f16.data(), stride, n_rows, n);
             lumen::cpu::weighted_sum_scalar(expected.data(), a.data(), widened.data(), stride, n_rows, n);
             CHECK(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)) == 0);
-            lumen::cpu::weighted_sum_f16_scalar(out.data(), a.data(), v_f16.data(), stride, n_rows, n);
+            lumen::cpu::weighted_sum_scalar(out.data(), a.data(), v_f16.data(), stride, n_rows, n);
             CHECK(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)) == 0);
         }
 }

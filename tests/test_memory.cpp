@@ -18,20 +18,26 @@
 
 namespace {
 
-// The resident set of this process in bytes (VmRSS of /proc/self/status).
-int64_t resident_bytes() {
-    std::ifstream status("/proc/self/status");
-    std::string key;
-    while (status >> key) {
-        if (key == "VmRSS:") {
+// The value of `key` (in kB) in the /proc file at `path`, in bytes; -1 where it does not say.
+int64_t proc_bytes(const std::string& path, const std::string& key) {
+    std::ifstream file(path);
+    std::string word;
+    while (file >> word) {
+        if (word == key) {
             int64_t kib = 0;
-            status >> kib;
+            file >> kib;
             return kib * 1024;
         }
-        std::getline(status, key);
+        std::getline(file, word);
     }
     return -1;
 }
+
+// The resident set of this process in bytes.
+int64_t resident_bytes() { return proc_bytes("/proc/self/status", "VmRSS:"); }
+
+// AnonHugePages of this process, in bytes (-1 where /proc/self/smaps_rollup does not say).
+int64_t anon_huge_bytes() { return proc_bytes("/proc/self/smaps_rollup", "AnonHugePages:"); }
 
 }  // namespace
 
@@ -110,24 +116,6 @@ TEST_CASE("weight_arena cuts small weights from shared huge-page chunks and give
     CHECK(static_cast<unsigned char>(b.get()[0]) == 0xa5);
 }
 
-namespace {
-
-// AnonHugePages of this process, in bytes (0 where /proc/self/smaps_rollup does not say).
-int64_t anon_huge_bytes() {
-    std::ifstream rollup("/proc/self/smaps_rollup");
-    std::string key;
-    while (rollup >> key) {
-        if (key == "AnonHugePages:") {
-            int64_t kib = 0;
-            rollup >> kib;
-            return kib * 1024;
-        }
-        std::getline(rollup, key);
-    }
-    return 0;
-}
-
-}  // namespace
 
 TEST_CASE("a small model's repacked weights land on huge pages where Linux offers them", "[memory]") {
     std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");

@@ -131,7 +131,6 @@ struct llama_state {
             k_cache_f16 = xt::xtensor<uint16_t, 4>::from_shape(cache_shape);
             v_cache_f16 = xt::xtensor<uint16_t, 4>::from_shape(cache_shape);
         }
-        n_ctx_ = n_ctx;
         k = xt::xtensor<float, 2>::from_shape({b, static_cast<size_t>(c.kv_dim())});
         v = xt::xtensor<float, 2>::from_shape(k.shape());
         x = xt::xtensor<float, 2>::from_shape({b, static_cast<size_t>(c.dim)});
@@ -143,19 +142,20 @@ struct llama_state {
         up = xt::xtensor<float, 2>::from_shape(gate.shape());
         logits = xt::xtensor<float, 2>::from_shape({b, static_cast<size_t>(c.n_vocab)});
     }
-    int64_t n_ctx() const { return n_ctx_; }
+    int64_t n_ctx() const { return static_cast<int64_t>(kv_type == dtype::f32 ? k_cache.shape(2) : k_cache_f16.shape(2)); }
     int64_t n_batch() const { return static_cast<int64_t>(x.shape(0)); }
     // Layer l's key (value) cache, (n_kv_heads, n_ctx, head_dim) elements of kv_type.
     void* k_layer(int64_t l) { return layer_of(k_cache, k_cache_f16, l); }
     void* v_layer(int64_t l) { return layer_of(v_cache, v_cache_f16, l); }
 
 private:
-    void* layer_of(xt::xtensor<float, 4>& f32, xt::xtensor<uint16_t, 4>& f16, int64_t l) {
-        const auto layer = static_cast<int64_t>(kv_type == dtype::f32 ? f32.size() / f32.shape(0) : f16.size() / f16.shape(0));
-        if (kv_type == dtype::f32) return f32.data() + l * layer;
-        return f16.data() + l * layer;
+    template <class T>
+    static T* layer_of(xt::xtensor<T, 4>& cache, int64_t l) {
+        return cache.data() + l * static_cast<int64_t>(cache.size() / cache.shape(0));
     }
-    int64_t n_ctx_ = 0;
+    void* layer_of(xt::xtensor<float, 4>& f32, xt::xtensor<uint16_t, 4>& f16, int64_t l) {
+        return kv_type == dtype::f32 ? static_cast<void*>(layer_of(f32, l)) : layer_of(f16, l);
+    }
 };
 
 // Runs tokens (n,) at positions pos0 .. pos0 + n - 1 through the model, appending their keys and

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "../backend.hpp"
 #include "../detail/fp16.hpp"
@@ -14,83 +15,41 @@
 
 namespace lumen::cpu {
 
-// out (n,) = sum over j < n_rows of a[j] * v_j (n,), v_j = v + j * v_stride: for each element,
-// acc = madd(a[j], v_j[i], acc) in increasing j from 0 (so every path gives the same bits).
-// weighted_sum_scalar does outputs i0 .. n - 1 a block of up to 64 at a time; weighted_sum runs the
-// SIMD path (AVX2: 64 outputs in registers while it runs over the rows; WebAssembly SIMD128: 32)
-// and leaves the rest to it.
-inline void weighted_sum_scalar(float* out, const float* a, const float* v, int64_t v_stride, int64_t n_rows, int64_t n,
+// A value-cache element as a float: floats as they are, halves (an f16 KV cache) widened exactly.
+inline float widen(float x) { return x; }
+inline float widen(uint16_t h) { return detail::fp16_to_fp32(h); }
+
+// out (n,) = sum over j < n_rows of a[j] * v_j (n,), v_j = v + j * v_stride, the value rows floats
+// or halves (T = float or uint16_t): for each element, acc = madd(a[j], widen(v_j[i]), acc) in
+// increasing j from 0 (so every path gives the same bits). weighted_sum_scalar does outputs i0 ..
+// n - 1 a block of up to 64 at a time; weighted_sum runs the SIMD path (AVX2: 64 outputs in
+// registers while it runs over the rows; WebAssembly SIMD128, float rows: 32) and leaves the rest to it.
+template <class T>
+inline void weighted_sum_scalar(float* out, const float* a, const T* v, int64_t v_stride, int64_t n_rows, int64_t n,
                                 int64_t i0 = 0) {
     for (; i0 < n; i0 += 64) {
         const int64_t m = n - i0 < 64 ? n - i0 : 64;
         float acc[64] = {};
         for (int64_t j = 0; j < n_rows; ++j)
-            for (int64_t k = 0; k < m; ++k) acc[k] = madd(a[j], v[j * v_stride + i0 + k], acc[k]);
+            for (int64_t k = 0; k < m; ++k) acc[k] = madd(a[j], widen(v[j * v_stride + i0 + k]), acc[k]);
         for (int64_t k = 0; k < m; ++k) out[i0 + k] = acc[k];
     }
 }
 
-inline void weighted_sum(float* out, const float* a, const float* v, int64_t v_stride, int64_t n_rows, int64_t n) {
+template <class T>
+inline void weighted_sum(float* out, const float* a, const T* v, int64_t v_stride, int64_t n_rows, int64_t n) {
     int64_t i = 0;
 #if defined(LUMEN_CPU_HAVE_AVX2) && !defined(LUMEN_FORCE_SCALAR)
+    auto load8 = [](const T* p) {  // 8 elements as floats
+        if constexpr (std::is_same_v<T, float>) return _mm256_loadu_ps(p);
+        else return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    };
     for (; i + 64 <= n; i += 64) {
         __m256 acc[8];
         for (__m256& x : acc) x = _mm256_setzero_ps();
         for (int64_t j = 0; j < n_rows; ++j) {
             const __m256 aj = _mm256_set1_ps(a[j]);
-            const float* vj = v + j * v_stride + i;
-            for (int k = 0; k < 8; ++k) acc[k] = avx2::madd(aj, _mm256_loadu_ps(vj + 8 * k), acc[k]);
-        }
-        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(out + i + 8 * k, acc[k]);
-    }
-    for (; i + 8 <= n; i += 8) {
-        __m256 acc = _mm256_setzero_ps();
-        for (int64_t j = 0; j < n_rows; ++j) acc = avx2::madd(_mm256_set1_ps(a[j]), _mm256_loadu_ps(v + j * v_stride + i), acc);
-        _mm256_storeu_ps(out + i, acc);
-    }
-#elif defined(LUMEN_CPU_HAVE_WASM) && !defined(LUMEN_FORCE_SCALAR)
-    auto madd4 = [](v128_t x, v128_t y, v128_t c) { return wasm_f32x4_add(wasm_f32x4_mul(x, y), c); };
-    for (; i + 32 <= n; i += 32) {
-        v128_t acc[8];
-        for (v128_t& x : acc) x = wasm_f32x4_splat(0.0f);
-        for (int64_t j = 0; j < n_rows; ++j) {
-            const v128_t aj = wasm_f32x4_splat(a[j]);
-            const float* vj = v + j * v_stride + i;
-            for (int k = 0; k < 8; ++k) acc[k] = madd4(aj, wasm_v128_load(vj + 4 * k), acc[k]);
-        }
-        for (int k = 0; k < 8; ++k) wasm_v128_store(out + i + 4 * k, acc[k]);
-    }
-    for (; i + 4 <= n; i += 4) {
-        v128_t acc = wasm_f32x4_splat(0.0f);
-        for (int64_t j = 0; j < n_rows; ++j) acc = madd4(wasm_f32x4_splat(a[j]), wasm_v128_load(v + j * v_stride + i), acc);
-        wasm_v128_store(out + i, acc);
-    }
-#endif
-    weighted_sum_scalar(out, a, v, v_stride, n_rows, n, i);
-}
-
-// The same for value rows of halves (an f16 KV cache): each v_j[i] widened to float, then as above.
-inline void weighted_sum_f16_scalar(float* out, const float* a, const uint16_t* v, int64_t v_stride, int64_t n_rows,
-                                    int64_t n, int64_t i0 = 0) {
-    for (; i0 < n; i0 += 64) {
-        const int64_t m = n - i0 < 64 ? n - i0 : 64;
-        float acc[64] = {};
-        for (int64_t j = 0; j < n_rows; ++j)
-            for (int64_t k = 0; k < m; ++k) acc[k] = madd(a[j], detail::fp16_to_fp32(v[j * v_stride + i0 + k]), acc[k]);
-        for (int64_t k = 0; k < m; ++k) out[i0 + k] = acc[k];
-    }
-}
-
-inline void weighted_sum_f16(float* out, const float* a, const uint16_t* v, int64_t v_stride, int64_t n_rows, int64_t n) {
-    int64_t i = 0;
-#if defined(LUMEN_CPU_HAVE_AVX2) && !defined(LUMEN_FORCE_SCALAR)
-    auto load8 = [](const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); };
-    for (; i + 64 <= n; i += 64) {
-        __m256 acc[8];
-        for (__m256& x : acc) x = _mm256_setzero_ps();
-        for (int64_t j = 0; j < n_rows; ++j) {
-            const __m256 aj = _mm256_set1_ps(a[j]);
-            const uint16_t* vj = v + j * v_stride + i;
+            const T* vj = v + j * v_stride + i;
             for (int k = 0; k < 8; ++k) acc[k] = avx2::madd(aj, load8(vj + 8 * k), acc[k]);
         }
         for (int k = 0; k < 8; ++k) _mm256_storeu_ps(out + i + 8 * k, acc[k]);
@@ -100,8 +59,27 @@ inline void weighted_sum_f16(float* out, const float* a, const uint16_t* v, int6
         for (int64_t j = 0; j < n_rows; ++j) acc = avx2::madd(_mm256_set1_ps(a[j]), load8(v + j * v_stride + i), acc);
         _mm256_storeu_ps(out + i, acc);
     }
+#elif defined(LUMEN_CPU_HAVE_WASM) && !defined(LUMEN_FORCE_SCALAR)
+    if constexpr (std::is_same_v<T, float>) {
+        auto madd4 = [](v128_t x, v128_t y, v128_t c) { return wasm_f32x4_add(wasm_f32x4_mul(x, y), c); };
+        for (; i + 32 <= n; i += 32) {
+            v128_t acc[8];
+            for (v128_t& x : acc) x = wasm_f32x4_splat(0.0f);
+            for (int64_t j = 0; j < n_rows; ++j) {
+                const v128_t aj = wasm_f32x4_splat(a[j]);
+                const float* vj = v + j * v_stride + i;
+                for (int k = 0; k < 8; ++k) acc[k] = madd4(aj, wasm_v128_load(vj + 4 * k), acc[k]);
+            }
+            for (int k = 0; k < 8; ++k) wasm_v128_store(out + i + 4 * k, acc[k]);
+        }
+        for (; i + 4 <= n; i += 4) {
+            v128_t acc = wasm_f32x4_splat(0.0f);
+            for (int64_t j = 0; j < n_rows; ++j) acc = madd4(wasm_f32x4_splat(a[j]), wasm_v128_load(v + j * v_stride + i), acc);
+            wasm_v128_store(out + i, acc);
+        }
+    }
 #endif
-    weighted_sum_f16_scalar(out, a, v, v_stride, n_rows, n, i);
+    weighted_sum_scalar(out, a, v, v_stride, n_rows, n, i);
 }
 
 // Queries are taken in blocks of this many tokens: the scores of a block against the keys come
@@ -189,8 +167,8 @@ inline void attention(float* out, const float* q, const void* k_cache, const voi
                         for (int64_t j = 0; j < n_seen; ++j) score[j] = score[j] / sum;
                         float* out_h = out + (t * s.n_heads + h) * s.head_dim;
                         if (f16)
-                            weighted_sum_f16(out_h, score, static_cast<const uint16_t*>(v_cache) + kv_offset, s.kv_stride, n_seen,
-                                             s.head_dim);
+                            weighted_sum(out_h, score, static_cast<const uint16_t*>(v_cache) + kv_offset, s.kv_stride, n_seen,
+                                         s.head_dim);
                         else
                             weighted_sum(out_h, score, static_cast<const float*>(v_cache) + kv_offset, s.kv_stride, n_seen,
                                          s.head_dim);
