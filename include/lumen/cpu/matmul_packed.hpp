@@ -180,6 +180,22 @@ inline __m512i broadcast_4(const int8_t* y) {
     return _mm512_set1_epi32(four);
 }
 
+// acc + vpdpbusd(w, broadcast_4(y)): w's unsigned bytes times the 4 activations y[0..3], in every
+// lane. Written so that the broadcast is the instruction's memory operand ({1to16}): clang does that
+// from the intrinsics, GCC (12) loads it into a register of its own with a separate vpbroadcastd,
+// one more vector instruction per 4 bytes of activations, hence the asm for GCC.
+inline __m512i dpbusd_broadcast(__m512i acc, __m512i w, const int8_t* y) {
+#if defined(__GNUC__) && !defined(__clang__)
+    using unaligned_i32 = int32_t __attribute__((aligned(1), may_alias));
+    __asm__("vpdpbusd {%2%{1to16%}, %1, %0|%0, %1, %2%{1to16%}}"  // AT&T | Intel syntax (-masm=intel)
+            : "+v"(acc)
+            : "v"(w), "m"(*reinterpret_cast<const unaligned_i32*>(y)));
+    return acc;
+#else
+    return _mm512_dpbusd_epi32(acc, w, broadcast_4(y));
+#endif
+}
+
 // Q4_0: 4 vectors; vector k, lane r holds row r's elements 4k .. 4k + 3 (low nibbles) and
 // 16 + 4k .. 16 + 4k + 3 (high nibbles).
 struct packed_q4_0 {
@@ -211,8 +227,8 @@ struct packed_q4_0 {
         __m512i low = start, high = _mm512_setzero_si512();
         LUMEN_UNROLL
         for (int k = 0; k < 4; ++k) {
-            low = _mm512_dpbusd_epi32(low, w.low[k], broadcast_4(y + 4 * k));
-            high = _mm512_dpbusd_epi32(high, w.high[k], broadcast_4(y + 16 + 4 * k));
+            low = dpbusd_broadcast(low, w.low[k], y + 4 * k);
+            high = dpbusd_broadcast(high, w.high[k], y + 16 + 4 * k);
         }
         return _mm512_add_epi32(low, _mm512_maskz_srai_epi32(all16, high, 4));
     }
@@ -240,8 +256,8 @@ struct packed_q8_0 {
         __m512i even = start, odd = _mm512_setzero_si512();  // two chains of vpdpbusd
         LUMEN_UNROLL
         for (int k = 0; k < 8; k += 2) {
-            even = _mm512_dpbusd_epi32(even, w.q[k], broadcast_4(y + 4 * k));
-            odd = _mm512_dpbusd_epi32(odd, w.q[k + 1], broadcast_4(y + 4 * k + 4));
+            even = dpbusd_broadcast(even, w.q[k], y + 4 * k);
+            odd = dpbusd_broadcast(odd, w.q[k + 1], y + 4 * k + 4);
         }
         return _mm512_add_epi32(even, odd);
     }

@@ -110,8 +110,8 @@ struct packed_q6_k {
         __m512i low = _mm512_set1_epi32(-32 * y_low), high = _mm512_set1_epi32(-32 * y_high);
         LUMEN_UNROLL
         for (int k = 0; k < 4; ++k) {
-            low = _mm512_dpbusd_epi32(low, q[k], broadcast_4(y + 4 * k));
-            high = _mm512_dpbusd_epi32(high, q[4 + k], broadcast_4(y + 16 + 4 * k));
+            low = dpbusd_broadcast(low, q[k], y + 4 * k);
+            high = dpbusd_broadcast(high, q[4 + k], y + 16 + 4 * k);
         }
         return _mm512_add_epi32(_mm512_mullo_epi32(low, sc_low), _mm512_mullo_epi32(high, sc_high));
     }
