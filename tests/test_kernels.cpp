@@ -651,6 +651,55 @@ TEST_CASE("rope_adjacent_pairs is bit-identical to llama2.c's loop", "[kernels]"
     }
 }
 
+// exp8 (cpu/exp.hpp) is glibc's expf 8 lanes at a time; where it is compiled in, it must give
+// std::exp's bits for every float (checked exhaustively over [-104, 89] when it was written; here
+// every 97th float of that range, the special cases, and the edges of glibc's fast path).
+TEST_CASE("exp_minus, swiglu and softmax give std::exp's bits, vectorised or not", "[kernels]") {
+    std::vector<float> x;
+    for (const float special : {0.0f, -0.0f, 1.0f, -1.0f, 88.0f, -88.0f, 0x1.62e42ep6f, 0x1.62e430p6f, -0x1.9fe368p6f,
+                                -0x1.9fe36ap6f, -0x1.9d1d9ep6f, -103.0f, -87.99f, 87.99f, 1e-30f, -1e-30f, 1e-45f, INFINITY,
+                                -INFINITY, NAN, 3.4e38f, -3.4e38f})
+        x.push_back(special);
+    const float lo = -104.0f, hi = 89.0f;
+    uint32_t a, b;
+    std::memcpy(&a, &hi, 4);
+    for (uint32_t u = 0; u < a; u += 97) {  // [0, 89)
+        float f;
+        std::memcpy(&f, &u, 4);
+        x.push_back(f);
+    }
+    std::memcpy(&b, &lo, 4);
+    for (uint32_t u = 0x80000000u; u < b; u += 97) {  // (-104, -0]
+        float f;
+        std::memcpy(&f, &u, 4);
+        x.push_back(f);
+    }
+    std::vector<float> got = x;
+    lumen::cpu::exp_minus(got.data(), static_cast<int64_t>(got.size()), 0.0f);
+    size_t differ = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+        const float want = std::exp(x[i] - 0.0f);
+        if (std::memcmp(&got[i], &want, 4) != 0 && !(std::isnan(want) && std::isnan(got[i]))) {
+            if (differ++ < 5) UNSCOPED_INFO("exp(" << x[i] << "): got " << got[i] << ", std::exp " << want);
+        }
+    }
+    CHECK(differ == 0);
+    // swiglu against silu * up, in place as matmul_swiglu calls it, every tail length
+    for (int64_t n : {1, 7, 8, 9, 23, 64, 1000}) {
+        std::vector<float> gate = random_floats(static_cast<size_t>(n), 91, -30.0f, 30.0f);
+        const std::vector<float> up = random_floats(static_cast<size_t>(n), 92);
+        std::vector<float> expected(gate.size());
+        for (size_t i = 0; i < gate.size(); ++i) expected[i] = lumen::cpu::silu(gate[i]) * up[i];
+        lumen::cpu::swiglu(gate.data(), gate.data(), up.data(), n);
+        CHECK(std::memcmp(gate.data(), expected.data(), gate.size() * sizeof(float)) == 0);
+    }
+#if defined(LUMEN_CPU_HAVE_EXP8)
+    SUCCEED("exp8 compiled in (AVX2 + FMA, glibc)");
+#else
+    SUCCEED("exp8 not compiled in: std::exp throughout");
+#endif
+}
+
 TEST_CASE("rmsnorm and softmax are bit-identical to llama2.c's", "[kernels]") {
     const int size = 288;
     const std::vector<float> x = random_floats(size, 51, -3.0f, 3.0f);

@@ -9,6 +9,7 @@
 
 #include "../backend.hpp"
 #include "../detail/fp16.hpp"
+#include "exp.hpp"
 #include "matmul.hpp"
 #include "simd.hpp"
 #include "thread_pool.hpp"
@@ -158,11 +159,9 @@ inline void attention(float* out, const float* q, const void* k_cache, const voi
                             score[j] = score[j] / sqrt_head_dim;
                             if (score[j] > max_score) max_score = score[j];
                         }
+                        exp_minus(score, n_seen, max_score);
                         float sum = 0.0f;
-                        for (int64_t j = 0; j < n_seen; ++j) {
-                            score[j] = std::exp(score[j] - max_score);
-                            sum += score[j];
-                        }
+                        for (int64_t j = 0; j < n_seen; ++j) sum += score[j];
                         // out = sum_j softmax_j v_j
                         for (int64_t j = 0; j < n_seen; ++j) score[j] = score[j] / sum;
                         float* out_h = out + (t * s.n_heads + h) * s.head_dim;

@@ -14,6 +14,7 @@
 
 #include "../detail/fp16.hpp"
 #include "../error.hpp"
+#include "exp.hpp"
 #include "matmul.hpp"
 
 namespace lumen::cpu {
@@ -47,11 +48,9 @@ inline void softmax(float* x, int64_t n) {
     float max_val = x[0];
     for (int64_t i = 1; i < n; ++i)
         if (x[i] > max_val) max_val = x[i];
+    exp_minus(x, n, max_val);
     float sum = 0.0f;
-    for (int64_t i = 0; i < n; ++i) {
-        x[i] = std::exp(x[i] - max_val);
-        sum += x[i];
-    }
+    for (int64_t i = 0; i < n; ++i) sum += x[i];
     for (int64_t i = 0; i < n; ++i) x[i] /= sum;
 }
 
@@ -63,9 +62,19 @@ inline void silu(float* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = silu(x[i]);
 }
 
-// out (n,) = silu(gate) * up   // F.silu(self.w1(x)) * self.w3(x); out may alias gate or up
+// out (n,) = silu(gate) * up   // F.silu(self.w1(x)) * self.w3(x); out may alias gate or up.
+// The same operations 8 at a time where exp8 is there (exp.hpp): the same bits.
 inline void swiglu(float* out, const float* gate, const float* up, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) out[i] = silu(gate[i]) * up[i];
+    int64_t i = 0;
+#if defined(LUMEN_CPU_HAVE_EXP8)
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(gate + i);
+        const __m256 sigmoid = _mm256_div_ps(one, _mm256_add_ps(one, avx2::exp8(_mm256_xor_ps(x, sign))));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(x, sigmoid), _mm256_loadu_ps(up + i)));
+    }
+#endif
+    for (; i < n; ++i) out[i] = silu(gate[i]) * up[i];
 }
 
 // gate (n_tokens, hidden) = silu(X @ W_gate^T) * (X @ W_up^T) for W_gate, W_up (hidden, cols) and
