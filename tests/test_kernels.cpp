@@ -470,7 +470,7 @@ TEST_CASE("float block scales: 4 rows' scales of a block side by side, made once
     CHECK(scratch.float_scales_for(huge) == nullptr);
 }
 
-TEST_CASE("store_kv puts each head of each new row at its position in a head-major cache, as floats or halves", "[kernels]") {
+TEST_CASE("store_kv puts each head of each new row at its position in a head-major cache, as floats or halves, the CPU backend's and the default alike", "[kernels]") {
     const int64_t n_kv_heads = 3, head_dim = 11, n_ctx = 7, pos0 = 2, n = 4, kv_dim = n_kv_heads * head_dim;
     std::vector<float> x = random_floats(static_cast<size_t>(n * kv_dim), 81);
     x[5] = 70000.0f;  // beyond the halves' range: infinity
@@ -490,9 +490,18 @@ TEST_CASE("store_kv puts each head of each new row at its position in a head-maj
                 CHECK(cache[at] == value);
                 CHECK(cache_f16[at] == (written ? lumen::detail::fp32_to_fp16(value) : uint16_t{0xabcd}));
             }
+    // the backend's own implementation (what other backends inherit) puts the same bits in place
+    std::vector<float> cache_default(cache.size(), -1.0f);
+    std::vector<uint16_t> cache_f16_default(cache.size(), 0xabcd);
+    be.lumen::backend::store_kv(cache_default.data(), dtype::f32, x.data(), n, pos0, n_kv_heads, head_dim, n_ctx);
+    be.lumen::backend::store_kv(cache_f16_default.data(), dtype::f16, x.data(), n, pos0, n_kv_heads, head_dim, n_ctx);
+    CHECK(std::memcmp(cache_default.data(), cache.data(), cache.size() * sizeof(float)) == 0);
+    CHECK(cache_f16_default == cache_f16);
     std::vector<std::byte> bytes(64);
     CHECK_THROWS_WITH(be.store_kv(bytes.data(), dtype::q8_0, x.data(), 1, 0, 1, 8, 1),
                       Catch::Contains("KV cache type Q8_0 is not supported"));
+    CHECK_THROWS_WITH(be.lumen::backend::store_kv(bytes.data(), dtype::q4_0, x.data(), 1, 0, 1, 8, 1),
+                      Catch::Contains("KV cache type Q4_0 is not supported"));
 }
 
 TEST_CASE("attention's weighted sum of value rows equals the scalar one bit for bit", "[kernels]") {

@@ -82,18 +82,9 @@ public:
     // element (g * n_ctx + pos0 + t) * head_dim.
     virtual void store_kv(void* cache, dtype cache_type, const float* x, int64_t n, int64_t pos0, int64_t n_kv_heads,
                           int64_t head_dim, int64_t n_ctx) {
-        check_kv_type(cache_type);
-        for (int64_t t = 0; t < n; ++t)
-            for (int64_t g = 0; g < n_kv_heads; ++g) {
-                const float* from = x + (t * n_kv_heads + g) * head_dim;
-                const int64_t at = (g * n_ctx + pos0 + t) * head_dim;
-                if (cache_type == dtype::f32) {
-                    std::copy_n(from, head_dim, static_cast<float*>(cache) + at);
-                } else {
-                    uint16_t* to = static_cast<uint16_t*>(cache) + at;
-                    for (int64_t i = 0; i < head_dim; ++i) to[i] = detail::fp32_to_fp16(from[i]);
-                }
-            }
+        store_kv_with(cache, cache_type, x, n, pos0, n_kv_heads, head_dim, n_ctx, [](uint16_t* to, const float* from, int64_t m) {
+            for (int64_t i = 0; i < m; ++i) to[i] = detail::fp32_to_fp16(from[i]);
+        });
     }
     // out (n, n_heads * head_dim) = softmax(q k^T / sqrt(head_dim), causal) v over the caches, whose
     // elements are shape.kv_type.
@@ -105,6 +96,24 @@ public:
     virtual void add(float* x, const float* y, int64_t n) = 0;
     // out (n, cols) = rows ids[0..n) of table (n_rows, cols), dequantized
     virtual void get_rows(float* out, const tensor_view& table, const int32_t* ids, int64_t n) = 0;
+
+protected:
+    // store_kv's placement, with to_halves(to, from, m) rounding m floats to halves for an f16 cache
+    // (a backend passes its own, e.g. F16C's; the bits are fp32_to_fp16's either way).
+    template <class ToHalves>
+    static void store_kv_with(void* cache, dtype cache_type, const float* x, int64_t n, int64_t pos0, int64_t n_kv_heads,
+                              int64_t head_dim, int64_t n_ctx, ToHalves&& to_halves) {
+        check_kv_type(cache_type);
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t g = 0; g < n_kv_heads; ++g) {
+                const float* from = x + (t * n_kv_heads + g) * head_dim;
+                const int64_t at = (g * n_ctx + pos0 + t) * head_dim;
+                if (cache_type == dtype::f32)
+                    std::copy_n(from, head_dim, static_cast<float*>(cache) + at);
+                else
+                    to_halves(static_cast<uint16_t*>(cache) + at, from, head_dim);
+            }
+    }
 };
 
 }  // namespace lumen

@@ -61,13 +61,11 @@ public:
         for (int64_t t = 0; t < n; ++t)
             cpu::rope_rotate(x + t * n_heads * head_dim, n_heads, head_dim, rope_dims, rope_table_.data() + t * rope_dims);
     }
+    // backend::store_kv, rounding to halves with F16C where the CPU has it (the same bits)
     void store_kv(void* cache, dtype cache_type, const float* x, int64_t n, int64_t pos0, int64_t n_kv_heads,
                   int64_t head_dim, int64_t n_ctx) override {
-        if (cache_type != dtype::f16) return backend::store_kv(cache, cache_type, x, n, pos0, n_kv_heads, head_dim, n_ctx);
-        for (int64_t t = 0; t < n; ++t)
-            for (int64_t g = 0; g < n_kv_heads; ++g)
-                cpu::round_to_fp16(static_cast<uint16_t*>(cache) + (g * n_ctx + pos0 + t) * head_dim,
-                                   x + (t * n_kv_heads + g) * head_dim, head_dim);
+        store_kv_with(cache, cache_type, x, n, pos0, n_kv_heads, head_dim, n_ctx,
+                      [](uint16_t* to, const float* from, int64_t m) { cpu::round_to_fp16(to, from, m); });
     }
     void attention(float* out, const float* q, const void* k_cache, const void* v_cache,
                    const attention_shape& shape) override {
