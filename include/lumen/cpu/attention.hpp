@@ -9,7 +9,7 @@
 
 #include "../backend.hpp"
 #include "../detail/fp16.hpp"
-#include "exp.hpp"
+#include "kernels.hpp"
 #include "matmul.hpp"
 #include "simd.hpp"
 #include "thread_pool.hpp"
@@ -153,17 +153,9 @@ inline void attention(float* out, const float* q, const void* k_cache, const voi
                     const int64_t n_seen = s.pos0 + t + 1;  // causal: positions 0 .. pos0 + t
                     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
                         float* score = score_row(h, k);
-                        // softmax(score / sqrt(head_dim))
-                        float max_score = -INFINITY;
-                        for (int64_t j = 0; j < n_seen; ++j) {
-                            score[j] = score[j] / sqrt_head_dim;
-                            if (score[j] > max_score) max_score = score[j];
-                        }
-                        exp_minus(score, n_seen, max_score);
-                        float sum = 0.0f;
-                        for (int64_t j = 0; j < n_seen; ++j) sum += score[j];
+                        for (int64_t j = 0; j < n_seen; ++j) score[j] = score[j] / sqrt_head_dim;
+                        softmax(score, n_seen);  // llama2.c's (kernels.hpp)
                         // out = sum_j softmax_j v_j
-                        for (int64_t j = 0; j < n_seen; ++j) score[j] = score[j] / sum;
                         float* out_h = out + (t * s.n_heads + h) * s.head_dim;
                         if (f16)
                             weighted_sum(out_h, score, static_cast<const uint16_t*>(v_cache) + kv_offset, s.kv_stride, n_seen,
