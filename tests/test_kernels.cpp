@@ -863,3 +863,51 @@ TEST_CASE("matmul_swiglu (the feed-forward's products with silu * up fused) equa
     REQUIRE_THROWS_WITH(lumen::cpu::matmul_swiglu(a.view, b.view, x.data(), gate.data(), up.data(), 1, pool, scratch),
                         Catch::Contains("test.weight") && Catch::Contains("32 and 48"));
 }
+
+TEST_CASE("feed_forward (gate quantized in the swiglu job for w_down) equals matmul_swiglu then matmul, bit for bit", "[kernels]") {
+    for (int n_threads : {1, 2, 3}) {
+        thread_pool pool(n_threads);
+        // w_down's type decides whether gate is quantized ahead (8-bit kernels) or not (F32, F16)
+        for (dtype down_type : {dtype::q4_0, dtype::q8_0, dtype::q6_k, dtype::q4_k, dtype::f32, dtype::f16})
+            for (int64_t hidden : {256, 288, 40})
+                for (int64_t n_tokens : {1, 2, 5}) {
+                    const bool k_quant = down_type == dtype::q6_k || down_type == dtype::q4_k;
+                    if (hidden % (k_quant ? 256 : 32) != 0 && down_type != dtype::f32 && down_type != dtype::f16) continue;
+                    const int64_t cols = 64, rows = 48;
+                    INFO("w_down " << lumen::dtype_name(down_type) << ", hidden " << hidden << ", tokens " << n_tokens << ", threads " << n_threads);
+                    const weight w_gate = make_weight(dtype::q8_0, hidden, cols, static_cast<uint32_t>(hidden + n_tokens));
+                    const weight w_up = make_weight(dtype::q4_0, hidden, cols, static_cast<uint32_t>(5 * hidden + n_tokens));
+                    const weight w_down = make_weight(down_type, rows, hidden, static_cast<uint32_t>(7 * hidden + n_tokens));
+                    const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 29, -2.0f, 2.0f);
+                    const auto n = static_cast<size_t>(n_tokens * hidden);
+                    std::vector<float> gate(n, NAN), up(n, NAN);
+                    lumen::cpu::matmul_scratch scratch;
+                    lumen::cpu::matmul_swiglu(w_gate.view, w_up.view, x.data(), gate.data(), up.data(), n_tokens, pool, scratch);
+                    const std::vector<float> expected = run_matmul(w_down, gate, n_tokens, pool, lumen::cpu::default_kernels());
+
+                    std::vector<float> gate2(n, NAN), up2(n, NAN), out(expected.size(), NAN);
+                    lumen::cpu::feed_forward(w_gate.view, w_up.view, w_down.view, x.data(), gate2.data(), up2.data(), out.data(),
+                                             n_tokens, pool, scratch);
+                    REQUIRE(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)) == 0);
+                    REQUIRE(std::memcmp(gate2.data(), gate.data(), n * sizeof(float)) == 0);
+                }
+    }
+    thread_pool pool(2);
+    lumen::cpu::matmul_scratch scratch;
+    const weight w_gate = make_weight(dtype::q8_0, 64, 64, 1), w_up = make_weight(dtype::q8_0, 64, 64, 2);
+    std::vector<float> x(64, 1.0f), gate(64), up(64), out(64);
+    // w_down must take rows of hidden elements: the error names it
+    const weight w_down_bad = make_weight(dtype::q4_0, 64, 96, 3);
+    REQUIRE_THROWS_WITH(lumen::cpu::feed_forward(w_gate.view, w_up.view, w_down_bad.view, x.data(), gate.data(), up.data(),
+                                                 out.data(), 1, pool, scratch),
+                        Catch::Contains("test.weight") && Catch::Contains("96") && Catch::Contains("64"));
+    // activations quantized for another shape are refused, not read out of bounds
+    lumen::cpu::q8_buffer buffer;
+    const lumen::cpu::q8_activations wrong = buffer.view(2, 64);
+    REQUIRE_THROWS_WITH(lumen::cpu::matmul_swiglu(w_gate.view, w_up.view, x.data(), gate.data(), up.data(), 1, pool, scratch,
+                                                  lumen::cpu::default_kernels(), &wrong),
+                        Catch::Contains("quantized gate") && Catch::Contains("(2, 64)"));
+    const lumen::matmul_product p{&w_gate.view, out.data()};
+    REQUIRE_THROWS_WITH(lumen::cpu::matmul_many({&p, 1}, x.data(), 1, pool, scratch, lumen::cpu::default_kernels(), &wrong),
+                        Catch::Contains("quantized activations") && Catch::Contains("(2, 64)"));
+}

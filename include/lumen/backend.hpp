@@ -38,6 +38,13 @@ inline void check_kv_type(dtype t) {
         throw error("KV cache type " + std::string(dtype_name(t)) + " is not supported (f32, f16)");
 }
 
+// Throws lumen::error unless W_down's rows take the hidden_dim = W_gate.rows() elements of gate.
+inline void check_feed_forward_shapes(const tensor_view& w_gate, const tensor_view& w_down) {
+    if (w_down.cols() != w_gate.rows())
+        throw error("feed_forward: tensor '" + w_down.name + "' has rows of " + std::to_string(w_down.cols()) +
+                    " elements, expected " + std::to_string(w_gate.rows()) + " (the rows of '" + w_gate.name + "')");
+}
+
 // One of several products that share their input (backend::matmul_many): Y = X @ W^T into y.
 struct matmul_product {
     const tensor_view* w;
@@ -70,6 +77,15 @@ public:
         const matmul_product products[] = {{&w_gate, gate}, {&w_up, up}};
         matmul_many(products, x, n);
         swiglu(gate, gate, up, n * w_gate.rows());
+    }
+    // out (n, rows) = gate @ W_down^T with gate = silu(X @ W_gate^T) * (X @ W_up^T) (n, hidden): a
+    // layer's feed-forward; gate and up (n, hidden) are scratch. A backend may fuse the steps (the CPU
+    // quantizes gate for W_down in the job that makes it).
+    virtual void feed_forward(const tensor_view& w_gate, const tensor_view& w_up, const tensor_view& w_down, const float* x,
+                              float* gate, float* up, float* out, int64_t n) {
+        check_feed_forward_shapes(w_gate, w_down);
+        matmul_swiglu(w_gate, w_up, x, gate, up, n);
+        matmul(w_down, gate, out, n);
     }
     // out (n, dim) = x / sqrt(mean(x^2) + eps) * weight (dim,), row by row.
     virtual void rmsnorm(float* out, const float* x, const float* weight, int64_t n, int64_t dim, float eps) = 0;

@@ -195,8 +195,7 @@ inline void llama_forward(const model_config& c, const llama_weights& w, backend
 
         // Feed-forward: x = x + w_down(silu(w_gate h) * w_up h), h = rmsnorm(x)
         be.rmsnorm(h, x, L.ffn_norm->data_as_f32(), n, dim, c.rms_norm_eps);
-        be.matmul_swiglu(*L.w_gate, *L.w_up, h, gate, up, n);  // gate = silu(w_gate h) * w_up h (n, hidden)
-        be.matmul(*L.w_down, gate, proj, n);                               // proj (n, dim)
+        be.feed_forward(*L.w_gate, *L.w_up, *L.w_down, h, gate, up, proj, n);  // proj = w_down(silu(w_gate h) * w_up h) (n, dim)
         be.add(x, proj, n * dim);
     }
 

@@ -41,6 +41,10 @@ public:
                        int64_t n) override {
         cpu::matmul_swiglu(w_gate, w_up, x, gate, up, n, pool_, scratch_);
     }
+    void feed_forward(const tensor_view& w_gate, const tensor_view& w_up, const tensor_view& w_down, const float* x,
+                      float* gate, float* up, float* out, int64_t n) override {
+        cpu::feed_forward(w_gate, w_up, w_down, x, gate, up, out, n, pool_, scratch_);
+    }
     void rmsnorm(float* out, const float* x, const float* weight, int64_t n, int64_t dim, float eps) override {
         parallel_if_large(n, n * dim, [&](int64_t t0, int64_t t1) {
             for (int64_t t = t0; t < t1; ++t) cpu::rmsnorm(out + t * dim, x + t * dim, weight, dim, eps);

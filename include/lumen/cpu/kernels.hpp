@@ -82,23 +82,58 @@ inline void swiglu(float* out, const float* gate, const float* up, int64_t n) {
 // computes both products for its rows and applies swiglu to them at once, so the element-wise step
 // (an exp per element: ~7 us for one token of stories110M, 20 us of TinyLlama, on one thread while
 // the others waited) is spread over the threads at no extra wait. The same bits as matmul_many then
-// swiglu.
+// swiglu. With gate_q8 (made for gate's shape; hidden a multiple of 32), each chunk also quantizes
+// the gate elements it made, while they are in its cache, for the product that reads them next.
 inline void matmul_swiglu(const tensor_view& w_gate, const tensor_view& w_up, const float* x, float* gate, float* up,
                           int64_t n_tokens, thread_pool& pool, matmul_scratch& scratch,
-                          const kernel_set& ks = default_kernels()) {
+                          const kernel_set& ks = default_kernels(), const q8_activations* gate_q8 = nullptr) {
     if (w_gate.rows() != w_up.rows())
         throw error("matmul_swiglu: tensors '" + w_gate.name + "' and '" + w_up.name + "' must have as many rows, got " +
                     std::to_string(w_gate.rows()) + " and " + std::to_string(w_up.rows()));
+    const int64_t hidden = w_gate.rows();
+    if (gate_q8 && (gate_q8->n_tokens != n_tokens || gate_q8->cols != hidden || hidden % q8_block != 0))
+        throw error("matmul_swiglu: the quantized gate has shape (" + std::to_string(gate_q8->n_tokens) + ", " +
+                    std::to_string(gate_q8->cols) + "), expected (" + std::to_string(n_tokens) + ", " +
+                    std::to_string(hidden) + ") with whole blocks of 32");
     const matmul_product products[] = {{&w_gate, gate}, {&w_up, up}};
     prepared_products p;
     if (!p.prepare(products, x, n_tokens, pool, scratch, ks)) return;
-    const int64_t hidden = w_gate.rows(), group = matmul_row_group;
+    // rows per work item: whole tiles, and whole blocks of 32 where the chunk quantizes them
+    const int64_t group = gate_q8 ? 2 * matmul_row_group : matmul_row_group;
+    static_assert(2 * matmul_row_group == q8_block);
     pool.parallel_for((hidden + group - 1) / group, [&](int64_t g0, int64_t g1) {
         const int64_t r0 = g0 * group, r1 = std::min(hidden, g1 * group);
         p.rows(0, r0, r1);
         p.rows(1, r0, r1);
-        for (int64_t t = 0; t < n_tokens; ++t) swiglu(gate + t * hidden + r0, gate + t * hidden + r0, up + t * hidden + r0, r1 - r0);
+        for (int64_t t = 0; t < n_tokens; ++t) {
+            swiglu(gate + t * hidden + r0, gate + t * hidden + r0, up + t * hidden + r0, r1 - r0);
+            if (gate_q8) quantize_blocks(ks.quantize_block, gate, *gate_q8, t, r0 / q8_block, r1 / q8_block);
+        }
     });
+}
+
+// out (n_tokens, rows) = gate @ W_down^T, gate = silu(X @ W_gate^T) * (X @ W_up^T): a layer's
+// feed-forward, with gate and up (n_tokens, hidden) as scratch. Where W_down's kernel takes 8-bit
+// activations, the swiglu job quantizes gate as it makes it (matmul_swiglu's gate_q8), so the
+// product after it starts at once: no pass over gate on one thread while the others wait, reading
+// the rows the others made from their caches (1-4 us per layer of stories110M). The same bits as
+// matmul_swiglu then matmul.
+inline void feed_forward(const tensor_view& w_gate, const tensor_view& w_up, const tensor_view& w_down, const float* x,
+                         float* gate, float* up, float* out, int64_t n_tokens, thread_pool& pool, matmul_scratch& scratch,
+                         const kernel_set& ks = default_kernels()) {
+    const int64_t hidden = w_gate.rows();
+    check_feed_forward_shapes(w_gate, w_down);
+    const bool quantize_ahead = matmul_kernel_for(w_down, "feed_forward", ks).input == activation_format::q8 &&
+                                hidden % q8_block == 0 && n_tokens > 0;
+    const matmul_product down{&w_down, out};
+    if (!quantize_ahead) {  // float activations
+        matmul_swiglu(w_gate, w_up, x, gate, up, n_tokens, pool, scratch, ks);
+        matmul_many({&down, 1}, gate, n_tokens, pool, scratch, ks);
+        return;
+    }
+    const q8_activations gate_q8 = scratch.q8_ahead.view(n_tokens, hidden);
+    matmul_swiglu(w_gate, w_up, x, gate, up, n_tokens, pool, scratch, ks, &gate_q8);
+    matmul_many({&down, 1}, gate, n_tokens, pool, scratch, ks, &gate_q8);
 }
 
 // vec (n_heads, head_dim) <- RoPE at position pos, on adjacent pairs (Meta / llama2.c layout):

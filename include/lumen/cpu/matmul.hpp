@@ -208,6 +208,7 @@ struct packed_weight {
 // Where memory runs out for them, the weight goes without (nullptr: the kernels read W as it is).
 struct matmul_scratch {
     q8_buffer q8;
+    q8_buffer q8_ahead;  // the activations of the next product, quantized by the job that makes them (feed_forward)
     bool pack_weights = true;
     std::unordered_map<const std::byte*, std::vector<float>> float_scales;  // empty: could not be made
     std::unordered_map<const std::byte*, std::shared_ptr<packed_weight>> packed;  // null data: could not be made
@@ -281,8 +282,8 @@ inline constexpr size_t max_products = 8;
 
 // What matmul_many and matmul_swiglu (kernels.hpp) share: for up to max_products weights W_i (rows_i,
 // cols) of one input X (n_tokens, cols), each product's kernel and arguments (Y_i into products[i].y,
-// (n_tokens, rows_i)), the activations quantized once where a kernel wants them. args[i].xq points
-// into the struct: it stays where it was made.
+// (n_tokens, rows_i)), the activations quantized once where a kernel wants them (or taken as given,
+// already quantized). args[i].xq points into the struct: it stays where it was made.
 struct prepared_products {
     size_t n = 0;
     std::array<matmul_kernel, max_products> kernels{};
@@ -290,9 +291,9 @@ struct prepared_products {
     q8_activations xq;
 
     // False when there is nothing to compute (no tokens or no products); throws lumen::error for bad
-    // shapes, types and counts.
+    // shapes, types and counts. x_q8: X already quantized (for x's shape), or nullptr.
     bool prepare(std::span<const matmul_product> products, const float* x, int64_t n_tokens, thread_pool& pool,
-                 matmul_scratch& scratch, const kernel_set& ks) {
+                 matmul_scratch& scratch, const kernel_set& ks, const q8_activations* x_q8 = nullptr) {
         if (products.size() > max_products)
             throw error("matmul: at most " + std::to_string(max_products) + " products at once, got " + std::to_string(products.size()));
         n = products.size();
@@ -331,8 +332,16 @@ struct prepared_products {
             }
         }
         if (q8_input) {
-            xq = scratch.q8.view(n_tokens, cols);
-            pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1) { quantize_tokens(ks.quantize_block, x, xq, t0, t1); });
+            if (x_q8 != nullptr) {
+                if (x_q8->n_tokens != n_tokens || x_q8->cols != cols)
+                    throw error("matmul: the quantized activations have shape (" + std::to_string(x_q8->n_tokens) + ", " +
+                                std::to_string(x_q8->cols) + "), the input (" + std::to_string(n_tokens) + ", " +
+                                std::to_string(cols) + ")");
+                xq = *x_q8;
+            } else {
+                xq = scratch.q8.view(n_tokens, cols);
+                pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1) { quantize_tokens(ks.quantize_block, x, xq, t0, t1); });
+            }
             for (size_t i = 0; i < n; ++i)
                 if (kernels[i].input == activation_format::q8) args[i].xq = &xq;
         }
@@ -350,11 +359,13 @@ inline constexpr int64_t matmul_row_group = 16;
 // cols) of any type in the table that share the input X: the activations are quantized once, and
 // the rows of all the products go to the pool as one job, in groups of 16 (whole tiles), so the
 // threads wait for each other once rather than once per product. Allocates only when `scratch` must
-// grow (or makes a weight's repacked copy or float scales, once).
+// grow (or makes a weight's repacked copy or float scales, once). x_q8: X already quantized, for the
+// kernels that want it so (feed_forward), or nullptr.
 inline void matmul_many(std::span<const matmul_product> products, const float* x, int64_t n_tokens, thread_pool& pool,
-                        matmul_scratch& scratch, const kernel_set& ks = default_kernels()) {
+                        matmul_scratch& scratch, const kernel_set& ks = default_kernels(),
+                        const q8_activations* x_q8 = nullptr) {
     prepared_products p;
-    if (!p.prepare(products, x, n_tokens, pool, scratch, ks)) return;
+    if (!p.prepare(products, x, n_tokens, pool, scratch, ks, x_q8)) return;
     constexpr int64_t group = matmul_row_group;
     std::array<int64_t, max_products + 1> first_group{};  // product i has the groups [first_group[i], first_group[i + 1])
     for (size_t i = 0; i < p.n; ++i) first_group[i + 1] = first_group[i] + (products[i].w->rows() + group - 1) / group;
