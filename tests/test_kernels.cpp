@@ -864,7 +864,7 @@ TEST_CASE("matmul_swiglu (the feed-forward's products with silu * up fused) equa
                         Catch::Contains("test.weight") && Catch::Contains("32 and 48"));
 }
 
-TEST_CASE("feed_forward (gate quantized in the swiglu job for w_down) equals matmul_swiglu then matmul, bit for bit", "[kernels]") {
+TEST_CASE("feed_forward (swiglu and w_down as two phases of one job, gate quantized in the first) equals matmul_swiglu then matmul, bit for bit", "[kernels]") {
     for (int n_threads : {1, 2, 3}) {
         thread_pool pool(n_threads);
         // w_down's type decides whether gate is quantized ahead (8-bit kernels) or not (F32, F16)
@@ -904,10 +904,8 @@ TEST_CASE("feed_forward (gate quantized in the swiglu job for w_down) equals mat
     // activations quantized for another shape are refused, not read out of bounds
     lumen::cpu::q8_buffer buffer;
     const lumen::cpu::q8_activations wrong = buffer.view(2, 64);
-    REQUIRE_THROWS_WITH(lumen::cpu::matmul_swiglu(w_gate.view, w_up.view, x.data(), gate.data(), up.data(), 1, pool, scratch,
-                                                  lumen::cpu::default_kernels(), &wrong),
-                        Catch::Contains("quantized gate") && Catch::Contains("(2, 64)"));
     const lumen::matmul_product p{&w_gate.view, out.data()};
-    REQUIRE_THROWS_WITH(lumen::cpu::matmul_many({&p, 1}, x.data(), 1, pool, scratch, lumen::cpu::default_kernels(), &wrong),
+    lumen::cpu::prepared_products prepared;
+    REQUIRE_THROWS_WITH(prepared.prepare({&p, 1}, x.data(), 1, pool, scratch, lumen::cpu::default_kernels(), &wrong),
                         Catch::Contains("quantized activations") && Catch::Contains("(2, 64)"));
 }

@@ -77,63 +77,77 @@ inline void swiglu(float* out, const float* gate, const float* up, int64_t n) {
     for (; i < n; ++i) out[i] = silu(gate[i]) * up[i];
 }
 
+// Rows [r0, r1) of gate = silu(X @ W_gate^T) * (X @ W_up^T), for every token: p holds the two
+// products (gate, up); up keeps X @ W_up^T. With gate_q8, also quantizes those gate elements (whole
+// blocks of 32: r0 and r1 multiples of 32, or r1 = hidden) while they are in this thread's cache.
+inline void swiglu_rows(const prepared_products& p, float* gate, const float* up, int64_t hidden, int64_t n_tokens,
+                        int64_t r0, int64_t r1, const q8_activations* gate_q8, quantize_block_fn quantize_block) {
+    p.rows(0, r0, r1);
+    p.rows(1, r0, r1);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        swiglu(gate + t * hidden + r0, gate + t * hidden + r0, up + t * hidden + r0, r1 - r0);
+        if (gate_q8) quantize_blocks(quantize_block, gate, *gate_q8, t, r0 / q8_block, r1 / q8_block);
+    }
+}
+
+inline void check_swiglu_shapes(const tensor_view& w_gate, const tensor_view& w_up) {
+    if (w_gate.rows() != w_up.rows())
+        throw error("matmul_swiglu: tensors '" + w_gate.name + "' and '" + w_up.name + "' must have as many rows, got " +
+                    std::to_string(w_gate.rows()) + " and " + std::to_string(w_up.rows()));
+}
+
 // gate (n_tokens, hidden) = silu(X @ W_gate^T) * (X @ W_up^T) for W_gate, W_up (hidden, cols) and
 // X (n_tokens, cols); up (n_tokens, hidden) holds X @ W_up^T after. One job: each chunk of rows
 // computes both products for its rows and applies swiglu to them at once, so the element-wise step
 // (an exp per element: ~7 us for one token of stories110M, 20 us of TinyLlama, on one thread while
 // the others waited) is spread over the threads at no extra wait. The same bits as matmul_many then
-// swiglu. With gate_q8 (made for gate's shape; hidden a multiple of 32), each chunk also quantizes
-// the gate elements it made, while they are in its cache, for the product that reads them next.
+// swiglu.
 inline void matmul_swiglu(const tensor_view& w_gate, const tensor_view& w_up, const float* x, float* gate, float* up,
                           int64_t n_tokens, thread_pool& pool, matmul_scratch& scratch,
-                          const kernel_set& ks = default_kernels(), const q8_activations* gate_q8 = nullptr) {
-    if (w_gate.rows() != w_up.rows())
-        throw error("matmul_swiglu: tensors '" + w_gate.name + "' and '" + w_up.name + "' must have as many rows, got " +
-                    std::to_string(w_gate.rows()) + " and " + std::to_string(w_up.rows()));
-    const int64_t hidden = w_gate.rows();
-    if (gate_q8 && (gate_q8->n_tokens != n_tokens || gate_q8->cols != hidden || hidden % q8_block != 0))
-        throw error("matmul_swiglu: the quantized gate has shape (" + std::to_string(gate_q8->n_tokens) + ", " +
-                    std::to_string(gate_q8->cols) + "), expected (" + std::to_string(n_tokens) + ", " +
-                    std::to_string(hidden) + ") with whole blocks of 32");
+                          const kernel_set& ks = default_kernels()) {
+    check_swiglu_shapes(w_gate, w_up);
     const matmul_product products[] = {{&w_gate, gate}, {&w_up, up}};
     prepared_products p;
     if (!p.prepare(products, x, n_tokens, pool, scratch, ks)) return;
-    // rows per work item: whole tiles, and whole blocks of 32 where the chunk quantizes them
-    const int64_t group = gate_q8 ? 2 * matmul_row_group : matmul_row_group;
-    static_assert(2 * matmul_row_group == q8_block);
+    const int64_t hidden = w_gate.rows(), group = matmul_row_group;
     pool.parallel_for((hidden + group - 1) / group, [&](int64_t g0, int64_t g1) {
-        const int64_t r0 = g0 * group, r1 = std::min(hidden, g1 * group);
-        p.rows(0, r0, r1);
-        p.rows(1, r0, r1);
-        for (int64_t t = 0; t < n_tokens; ++t) {
-            swiglu(gate + t * hidden + r0, gate + t * hidden + r0, up + t * hidden + r0, r1 - r0);
-            if (gate_q8) quantize_blocks(ks.quantize_block, gate, *gate_q8, t, r0 / q8_block, r1 / q8_block);
-        }
+        swiglu_rows(p, gate, up, hidden, n_tokens, g0 * group, std::min(hidden, g1 * group), nullptr, nullptr);
     });
 }
 
 // out (n_tokens, rows) = gate @ W_down^T, gate = silu(X @ W_gate^T) * (X @ W_up^T): a layer's
 // feed-forward, with gate and up (n_tokens, hidden) as scratch. Where W_down's kernel takes 8-bit
-// activations, the swiglu job quantizes gate as it makes it (matmul_swiglu's gate_q8), so the
-// product after it starts at once: no pass over gate on one thread while the others wait, reading
-// the rows the others made from their caches (1-4 us per layer of stories110M). The same bits as
-// matmul_swiglu then matmul.
+// activations, it is one job of two phases (thread_pool::parallel_phases): the swiglu rows, each
+// chunk quantizing the gate elements it made while they are in its cache, then W_down's rows. So
+// W_down starts as soon as the last gate rows are counted: no job end, return and new job between
+// (~2 us when the two cores are far apart), and no pass over gate on one thread while the others
+// wait, reading the rows the others made from their caches (1-4 us per layer of stories110M).
+// The same bits as matmul_swiglu then matmul.
 inline void feed_forward(const tensor_view& w_gate, const tensor_view& w_up, const tensor_view& w_down, const float* x,
                          float* gate, float* up, float* out, int64_t n_tokens, thread_pool& pool, matmul_scratch& scratch,
                          const kernel_set& ks = default_kernels()) {
-    const int64_t hidden = w_gate.rows();
+    check_swiglu_shapes(w_gate, w_up);
     check_feed_forward_shapes(w_gate, w_down);
-    const bool quantize_ahead = matmul_kernel_for(w_down, "feed_forward", ks).input == activation_format::q8 &&
-                                hidden % q8_block == 0 && n_tokens > 0;
-    const matmul_product down{&w_down, out};
-    if (!quantize_ahead) {  // float activations
-        matmul_swiglu(w_gate, w_up, x, gate, up, n_tokens, pool, scratch, ks);
-        matmul_many({&down, 1}, gate, n_tokens, pool, scratch, ks);
+    const int64_t hidden = w_gate.rows();
+    const matmul_product down[] = {{&w_down, out}};
+    if (matmul_kernel_for(w_down, "feed_forward", ks).input != activation_format::q8 || hidden % q8_block != 0) {
+        matmul_swiglu(w_gate, w_up, x, gate, up, n_tokens, pool, scratch, ks);  // float activations for W_down
+        matmul_many(down, gate, n_tokens, pool, scratch, ks);
         return;
     }
-    const q8_activations gate_q8 = scratch.q8_ahead.view(n_tokens, hidden);
-    matmul_swiglu(w_gate, w_up, x, gate, up, n_tokens, pool, scratch, ks, &gate_q8);
-    matmul_many({&down, 1}, gate, n_tokens, pool, scratch, ks, &gate_q8);
+    const matmul_product gate_up[] = {{&w_gate, gate}, {&w_up, up}};
+    prepared_products first, second;
+    if (!first.prepare(gate_up, x, n_tokens, pool, scratch, ks)) return;
+    const q8_activations gate_q8 = scratch.q8_ahead.view(n_tokens, hidden);  // filled by the first phase
+    second.prepare(down, gate, n_tokens, pool, scratch, ks, &gate_q8);
+    const int64_t group = matmul_row_group, rows = w_down.rows();
+    const int64_t phase_items[] = {hidden / q8_block, (rows + group - 1) / group};  // blocks of gate rows; W_down's row groups
+    pool.parallel_phases(phase_items, [&](int phase, int64_t i0, int64_t i1) {
+        if (phase == 0)
+            swiglu_rows(first, gate, up, hidden, n_tokens, i0 * q8_block, i1 * q8_block, &gate_q8, ks.quantize_block);
+        else
+            second.rows(0, i0 * group, std::min(rows, i1 * group));
+    });
 }
 
 // vec (n_heads, head_dim) <- RoPE at position pos, on adjacent pairs (Meta / llama2.c layout):

@@ -208,7 +208,7 @@ struct packed_weight {
 // Where memory runs out for them, the weight goes without (nullptr: the kernels read W as it is).
 struct matmul_scratch {
     q8_buffer q8;
-    q8_buffer q8_ahead;  // the activations of the next product, quantized by the job that makes them (feed_forward)
+    q8_buffer q8_ahead;  // activations quantized by the phase of a job that makes them, for the next phase (feed_forward)
     bool pack_weights = true;
     std::unordered_map<const std::byte*, std::vector<float>> float_scales;  // empty: could not be made
     std::unordered_map<const std::byte*, std::shared_ptr<packed_weight>> packed;  // null data: could not be made
@@ -359,13 +359,11 @@ inline constexpr int64_t matmul_row_group = 16;
 // cols) of any type in the table that share the input X: the activations are quantized once, and
 // the rows of all the products go to the pool as one job, in groups of 16 (whole tiles), so the
 // threads wait for each other once rather than once per product. Allocates only when `scratch` must
-// grow (or makes a weight's repacked copy or float scales, once). x_q8: X already quantized, for the
-// kernels that want it so (feed_forward), or nullptr.
+// grow (or makes a weight's repacked copy or float scales, once).
 inline void matmul_many(std::span<const matmul_product> products, const float* x, int64_t n_tokens, thread_pool& pool,
-                        matmul_scratch& scratch, const kernel_set& ks = default_kernels(),
-                        const q8_activations* x_q8 = nullptr) {
+                        matmul_scratch& scratch, const kernel_set& ks = default_kernels()) {
     prepared_products p;
-    if (!p.prepare(products, x, n_tokens, pool, scratch, ks, x_q8)) return;
+    if (!p.prepare(products, x, n_tokens, pool, scratch, ks)) return;
     constexpr int64_t group = matmul_row_group;
     std::array<int64_t, max_products + 1> first_group{};  // product i has the groups [first_group[i], first_group[i + 1])
     for (size_t i = 0; i < p.n; ++i) first_group[i + 1] = first_group[i] + (products[i].w->rows() + group - 1) / group;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -10,6 +11,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -44,10 +46,18 @@ namespace lumen::cpu {
 // counts them for it, which is correct; a participant that ran chunks of a job counts them before
 // it looks at anything else, so no job can finish while a chunk of it is still running or counted.
 //
-// Exceptions thrown by fn in any thread are caught; the remaining chunks still run, and the first
-// exception is rethrown on the calling thread once the whole job is done. parallel_for called from
-// inside a chunk (nested) runs fn(0, n) serially on that thread. Calls from several threads at once
-// are serialized.
+// A job may have several phases (parallel_phases): the items of phase p + 1 are dealt, as shares
+// again, by the participant whose count completes phase p, and the others, which found nothing
+// left to claim, spin until then. So dependent steps (a product, then the product of its result)
+// run as one job: the threads go on to the next step as soon as the last chunk of the step before
+// is counted, without the job's end, the caller's return and the next call's publishing in between
+// (~2 us per step when the two cores are far apart, as on a VM whose vCPUs sit on different CCDs).
+// Each share's word carries its phase, so a claimed chunk always runs with the phase it was dealt for.
+//
+// Exceptions thrown by fn in any thread are caught; the remaining chunks of the phase still run (the
+// phases after it do not), and the first exception is rethrown on the calling thread once the job
+// is done. parallel_for called from inside a chunk (nested) runs fn(0, n) serially on that thread
+// (parallel_phases: each phase in turn). Calls from several threads at once are serialized.
 class thread_pool {
 public:
     static constexpr int max_threads = 1024;
@@ -84,45 +94,71 @@ public:
             fn(int64_t{0}, n_items);
             return;
         }
-        using callable = std::remove_reference_t<F>;
-        auto call = [](void* context, int64_t begin, int64_t end) { (*static_cast<callable*>(context))(begin, end); };
-        void* context = const_cast<void*>(static_cast<const void*>(std::addressof(fn)));
-        for (int64_t offset = 0; offset < n_items; offset += max_job_items) {  // shares count items in 32 bits
+        for (int64_t offset = 0; offset < n_items; offset += max_job_items) {  // shares count items in 28 bits
             const int64_t n = std::min(max_job_items, n_items - offset);
-            if (offset == 0) {
-                run(call, context, n);
-            } else {
-                auto shifted = [&](int64_t begin, int64_t end) { fn(offset + begin, offset + end); };
-                auto shifted_call = [](void* c, int64_t begin, int64_t end) { (*static_cast<decltype(shifted)*>(c))(begin, end); };
-                run(shifted_call, &shifted, n);
-            }
+            auto shifted = [&](int /*phase*/, int64_t begin, int64_t end) { fn(offset + begin, offset + end); };
+            run(&call_with_phase<decltype(shifted)>, &shifted, {&n, 1});
         }
     }
 
+    // Runs the phases one after another as one job: fn(p, begin, end) on contiguous chunks covering
+    // [0, n_items[p]) for p = 0, 1, ..., spread over the threads as parallel_for does; no chunk of
+    // phase p + 1 starts before every chunk of phase p has returned. At most max_phases phases, each
+    // of at most max_job_items items (empty ones are skipped). Allocates nothing.
+    template <class F>
+    void parallel_phases(std::span<const int64_t> n_items, F&& fn) {
+        if (n_items.size() > static_cast<size_t>(max_phases))
+            throw error("thread_pool: at most " + std::to_string(max_phases) + " phases in a job, got " +
+                        std::to_string(n_items.size()));
+        for (const int64_t n : n_items)
+            if (n < 0 || n > max_job_items)
+                throw error("thread_pool: a phase must have 0 to " + std::to_string(max_job_items) + " items, got " +
+                            std::to_string(n));
+        if (n_threads_ == 1 || inside_chunk_) {
+            for (size_t p = 0; p < n_items.size(); ++p)
+                if (n_items[p] > 0) fn(static_cast<int>(p), int64_t{0}, n_items[p]);
+            return;
+        }
+        run(&call_with_phase<std::remove_reference_t<F>>, const_cast<void*>(static_cast<const void*>(std::addressof(fn))),
+            n_items);
+    }
+
+    static constexpr int max_phases = 4;
+    static constexpr int64_t max_job_items = (int64_t{1} << 28) - 1;
+
 private:
-    using chunk_fn = void (*)(void* context, int64_t begin, int64_t end);
-    static constexpr int64_t max_job_items = int64_t{1} << 31;
+    using chunk_fn = void (*)(void* context, int phase, int64_t begin, int64_t end);
     static constexpr std::chrono::microseconds spin_time{200};  // before a waiting thread sleeps
+
+    template <class F>
+    static void call_with_phase(void* context, int phase, int64_t begin, int64_t end) {
+        (*static_cast<F*>(context))(phase, begin, end);
+    }
 
     struct job {
         chunk_fn call = nullptr;
         void* context = nullptr;
-        int64_t n_items = 0;
+        int n_phases = 0;
+        std::array<int64_t, max_phases> n_items{};
     };
-    // A participant's items not yet claimed: [front, back), packed as front << 32 | back.
+    // A participant's items of one phase not yet claimed: [front, back), packed with the phase as
+    // phase << 56 | front << 28 | back.
     struct alignas(64) share {
         std::atomic<uint64_t> bounds{0};
         // an eighth of the share as dealt: no chunk is shorter (unless less is left). Atomic because
-        // a participant of the job before may still read it, with bounds its CAS will find changed.
+        // a participant of the phase before may still read it, with bounds its CAS will find changed.
         std::atomic<int64_t> min_chunk{1};
     };
-    static uint64_t pack(int64_t front, int64_t back) { return static_cast<uint64_t>(front) << 32 | static_cast<uint64_t>(back); }
-    static int64_t front_of(uint64_t b) { return static_cast<int64_t>(b >> 32); }
-    static int64_t back_of(uint64_t b) { return static_cast<int64_t>(b & 0xffffffffu); }
+    static uint64_t pack(int phase, int64_t front, int64_t back) {
+        return static_cast<uint64_t>(phase) << 56 | static_cast<uint64_t>(front) << 28 | static_cast<uint64_t>(back);
+    }
+    static int phase_of(uint64_t b) { return static_cast<int>(b >> 56); }
+    static int64_t front_of(uint64_t b) { return static_cast<int64_t>(b >> 28 & max_job_items); }
+    static int64_t back_of(uint64_t b) { return static_cast<int64_t>(b & max_job_items); }
 
     // Claims a quarter (at least min_chunk) of what is left in share i: from the front (its owner)
     // or from the back (another participant). False when it is empty.
-    bool claim(int i, bool from_front, int64_t& begin, int64_t& end) {
+    bool claim(int i, bool from_front, int& phase, int64_t& begin, int64_t& end) {
         share& sh = shares_[static_cast<size_t>(i)];
         uint64_t b = sh.bounds.load(std::memory_order_acquire);
         for (;;) {
@@ -131,9 +167,40 @@ private:
             const int64_t size = std::min(back - front, std::max(sh.min_chunk.load(std::memory_order_relaxed), (back - front) / 4));
             begin = from_front ? front : back - size;
             end = begin + size;
-            if (sh.bounds.compare_exchange_weak(b, from_front ? pack(end, back) : pack(front, begin), std::memory_order_acq_rel,
-                                                std::memory_order_acquire))
+            phase = phase_of(b);
+            if (sh.bounds.compare_exchange_weak(b, from_front ? pack(phase, end, back) : pack(phase, front, begin),
+                                                std::memory_order_acq_rel, std::memory_order_acquire))
                 return true;
+        }
+    }
+
+    // Deals phase p's items, or the first non-empty phase after it, as shares; then counts the phases
+    // before it done (the job is done when that count reaches n_phases). Run by the caller at the
+    // start and by the participant whose count completes a phase; after a failure, deals nothing more.
+    // Everything it needs from job_ is read before the first store: once the phase is out, the others
+    // may finish the job and the caller publish the next one.
+    void start_phase(int p) {
+        const int n_phases = job_.n_phases;
+        if (failed_.load(std::memory_order_acquire)) p = n_phases;
+        while (p < n_phases && job_.n_items[static_cast<size_t>(p)] == 0) ++p;
+        const bool finish = p >= n_phases;
+        if (!finish) {
+            const int64_t n = job_.n_items[static_cast<size_t>(p)];
+            done_.store(0, std::memory_order_relaxed);  // released with the shares
+            for (int i = 0; i < n_threads_; ++i) {
+                share& sh = shares_[static_cast<size_t>(i)];
+                const int64_t front = n * i / n_threads_, back = n * (i + 1) / n_threads_;
+                sh.min_chunk.store(std::max<int64_t>(1, (back - front) / 8), std::memory_order_relaxed);
+                sh.bounds.store(pack(p, front, back), std::memory_order_release);
+            }
+        }
+        if (finish)
+            finished_.store(true, std::memory_order_seq_cst);
+        else
+            phases_started_.fetch_add(1, std::memory_order_seq_cst);
+        if (caller_sleeping_.load(std::memory_order_seq_cst)) {
+            { std::lock_guard<std::mutex> lock(mutex_); }  // the caller is in wait() or sees the change
+            done_cv_.notify_one();
         }
     }
 
@@ -158,28 +225,21 @@ private:
 #endif
     }
 
-    void run(chunk_fn call, void* context, int64_t n_items) {
+    void run(chunk_fn call, void* context, std::span<const int64_t> n_items) {
         std::lock_guard<std::mutex> one_call_at_a_time(call_mutex_);
-        job_ = job{call, context, n_items};
-        done_.store(0, std::memory_order_relaxed);
+        job_.call = call;
+        job_.context = context;
+        job_.n_phases = static_cast<int>(n_items.size());
+        std::copy(n_items.begin(), n_items.end(), job_.n_items.begin());
         failed_.store(false, std::memory_order_relaxed);
-        for (int i = 0; i < n_threads_; ++i) {  // released with the job by each share's store
-            share& sh = shares_[static_cast<size_t>(i)];
-            const int64_t front = n_items * i / n_threads_, back = n_items * (i + 1) / n_threads_;
-            sh.min_chunk.store(std::max<int64_t>(1, (back - front) / 8), std::memory_order_relaxed);
-            sh.bounds.store(pack(front, back), std::memory_order_release);
-        }
+        finished_.store(false, std::memory_order_relaxed);
+        start_phase(0);  // publishes the job with phase 0's shares
         generation_.fetch_add(1, std::memory_order_release);
         { std::lock_guard<std::mutex> lock(mutex_); }  // a worker about to sleep sees the new generation
         wake_cv_.notify_all();
 
         run_chunks(0);
 
-        auto finished = [&] { return done_.load(std::memory_order_acquire) == n_items; };
-        if (!spin_until(finished)) {
-            std::unique_lock<std::mutex> lock(mutex_);
-            done_cv_.wait(lock, finished);
-        }
         if (failed_.load(std::memory_order_acquire)) {
             std::exception_ptr e = std::move(error_);
             error_ = nullptr;
@@ -187,29 +247,47 @@ private:
         }
     }
 
-    // Participant self's part of the current job: its own share from the front, then the others'
-    // from the back; then what it ran is counted done.
+    // Participant self's part of the current job, phase after phase: its own share from the front,
+    // then the others' from the back; what it ran is counted done, and the count that completes a
+    // phase starts the next. With nothing left to claim, it waits for the next phase: the caller
+    // until the job is done, a worker for up to spin_time (then the others finish without it).
     void run_chunks(int self) {
-        int64_t ran = 0, n_items = 0;
-        auto run_one = [&](int64_t begin, int64_t end) {
-            const job j = job_;  // published before the share the chunk came from
-            inside_chunk_ = true;
-            try {
-                j.call(j.context, begin, end);
-            } catch (...) {
-                if (!failed_.exchange(true, std::memory_order_acq_rel)) error_ = std::current_exception();
+        for (;;) {
+            const int started = phases_started_.load(std::memory_order_acquire);
+            if (finished_.load(std::memory_order_acquire)) return;
+            int64_t ran = 0;
+            int phase = 0;
+            auto run_one = [&](int p, int64_t begin, int64_t end) {
+                const job& j = job_;  // published before the share the chunk came from
+                inside_chunk_ = true;
+                try {
+                    j.call(j.context, p, begin, end);
+                } catch (...) {
+                    if (!failed_.exchange(true, std::memory_order_acq_rel)) error_ = std::current_exception();
+                }
+                inside_chunk_ = false;
+                ran += end - begin;
+                phase = p;  // every chunk claimed before the count is of one phase: the next waits for it
+            };
+            int p;
+            int64_t begin, end;
+            while (claim(self, true, p, begin, end)) run_one(p, begin, end);
+            for (int k = 1; k < n_threads_; ++k)
+                while (claim((self + k) % n_threads_, false, p, begin, end)) run_one(p, begin, end);
+            if (ran > 0) {
+                const int64_t n = job_.n_items[static_cast<size_t>(phase)];
+                if (done_.fetch_add(ran, std::memory_order_acq_rel) + ran == n) start_phase(phase + 1);
+                continue;
             }
-            inside_chunk_ = false;
-            ran += end - begin;
-            n_items = j.n_items;
-        };
-        int64_t begin, end;
-        while (claim(self, true, begin, end)) run_one(begin, end);
-        for (int k = 1; k < n_threads_; ++k)
-            while (claim((self + k) % n_threads_, false, begin, end)) run_one(begin, end);
-        if (ran > 0 && done_.fetch_add(ran, std::memory_order_acq_rel) + ran == n_items) {
-            { std::lock_guard<std::mutex> lock(mutex_); }  // the caller is waiting or will see done_
-            done_cv_.notify_one();
+            auto moved_on = [&] {
+                return phases_started_.load(std::memory_order_acquire) != started || finished_.load(std::memory_order_acquire);
+            };
+            if (spin_until(moved_on)) continue;
+            if (self != 0) return;  // a worker leaves the rest to the others
+            std::unique_lock<std::mutex> lock(mutex_);
+            caller_sleeping_.store(true, std::memory_order_seq_cst);
+            done_cv_.wait(lock, moved_on);
+            caller_sleeping_.store(false, std::memory_order_relaxed);
         }
     }
 
@@ -253,7 +331,10 @@ private:
     std::condition_variable wake_cv_;
     std::condition_variable done_cv_;
     std::atomic<uint64_t> generation_{0};  // jobs published so far
-    std::atomic<int64_t> done_{0};         // items of the current job run and counted
+    std::atomic<int64_t> done_{0};         // items of the current phase run and counted
+    std::atomic<int> phases_started_{0};   // phases dealt so far, over all jobs (a waiter sees each start)
+    std::atomic<bool> finished_{false};    // every phase of the current job is done
+    std::atomic<bool> caller_sleeping_{false};
     std::atomic<bool> stop_{false};
     std::atomic<bool> failed_{false};
     std::exception_ptr error_;  // the first exception of the current job
