@@ -909,3 +909,82 @@ TEST_CASE("feed_forward (swiglu and w_down as two phases of one job, gate quanti
     REQUIRE_THROWS_WITH(prepared.prepare({&p, 1}, x.data(), 1, pool, scratch, lumen::cpu::default_kernels(), &wrong),
                         Catch::Contains("quantized activations") && Catch::Contains("(2, 64)"));
 }
+
+TEST_CASE("self_attention in one job (RoPE and the cache stores in the projections' chunks, wo's input quantized by attention's) equals the separate ops, bit for bit", "[kernels]") {
+    struct config {
+        int64_t n_heads, n_kv_heads, head_dim, rope_dims;
+        dtype weights, wo;
+    };
+    const config configs[] = {
+        {4, 4, 64, 64, dtype::q4_0, dtype::q4_0}, {8, 2, 32, 16, dtype::q8_0, dtype::q8_0}, {4, 2, 64, 64, dtype::q4_0, dtype::f32},
+        {6, 3, 8, 8, dtype::f32, dtype::f16},  // heads of 8: in one job, wo takes floats
+        {8, 4, 8, 8, dtype::q8_0, dtype::q8_0},  // heads of 8 with an 8-bit wo: the separate ops
+    };
+    for (int n_threads : {1, 2, 3})
+        for (const config& c : configs)
+            for (dtype cache_type : {dtype::f32, dtype::f16})
+                for (int64_t n : {1, 3, 10})
+                    for (int64_t pos0 : {0, 5}) {
+                        INFO("threads " << n_threads << ", heads " << c.n_heads << "/" << c.n_kv_heads << " of " << c.head_dim
+                                        << ", weights " << lumen::dtype_name(c.weights) << ", wo " << lumen::dtype_name(c.wo)
+                                        << ", cache " << lumen::dtype_name(cache_type) << ", tokens " << n << " at " << pos0);
+                        const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim, dim = 64, n_ctx = 20;
+                        const auto seed = static_cast<uint32_t>(c.head_dim + 7 * n + 31 * pos0);
+                        const weight wq = make_weight(c.weights, q_dim, dim, seed), wk = make_weight(c.weights, kv_dim, dim, seed + 1);
+                        const weight wv = make_weight(c.weights, kv_dim, dim, seed + 2), wo = make_weight(c.wo, dim, q_dim, seed + 3);
+                        const std::vector<float> h = random_floats(static_cast<size_t>(n * dim), seed + 4, -2.0f, 2.0f);
+                        // two sets of caches and scratch, the earlier positions filled alike
+                        const size_t cache_elements = static_cast<size_t>(c.n_kv_heads * n_ctx * c.head_dim);
+                        const std::vector<float> earlier = random_floats(2 * cache_elements, seed + 5);
+                        struct run {
+                            std::vector<float> k_f32, v_f32, q, k, v, attn, proj;
+                            std::vector<uint16_t> k_f16, v_f16;
+                        } fused, separate;
+                        for (run* r : {&fused, &separate}) {
+                            r->k_f32.assign(earlier.begin(), earlier.begin() + static_cast<long>(cache_elements));
+                            r->v_f32.assign(earlier.begin() + static_cast<long>(cache_elements), earlier.end());
+                            for (float x : r->k_f32) r->k_f16.push_back(lumen::detail::fp32_to_fp16(x));
+                            for (float x : r->v_f32) r->v_f16.push_back(lumen::detail::fp32_to_fp16(x));
+                            r->q.assign(static_cast<size_t>(n * q_dim), NAN);
+                            r->k.assign(static_cast<size_t>(n * kv_dim), NAN);
+                            r->v = r->k;
+                            r->attn = r->q;
+                            r->proj.assign(static_cast<size_t>(n * dim), NAN);
+                        }
+                        auto step = [&](run& r) {
+                            const bool f16 = cache_type == dtype::f16;
+                            const lumen::attention_shape shape{n, pos0, c.n_heads, c.n_kv_heads, c.head_dim, c.head_dim,
+                                                               n_ctx, n_ctx * c.head_dim, cache_type};
+                            return lumen::self_attention_step{&wq.view, &wk.view, &wv.view, &wo.view, r.q.data(), r.k.data(),
+                                                              r.v.data(), r.attn.data(),
+                                                              f16 ? static_cast<void*>(r.k_f16.data()) : r.k_f32.data(),
+                                                              f16 ? static_cast<void*>(r.v_f16.data()) : r.v_f32.data(),
+                                                              shape, c.rope_dims, 10000.0f};
+                        };
+                        lumen::cpu::cpu_backend be(n_threads);
+                        be.self_attention(fused.proj.data(), h.data(), step(fused));
+                        be.lumen::backend::self_attention(separate.proj.data(), h.data(), step(separate));
+                        auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+                            return std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+                        };
+                        REQUIRE(same(fused.proj, separate.proj));
+                        REQUIRE(same(fused.attn, separate.attn));
+                        REQUIRE(same(fused.q, separate.q));  // roped alike
+                        REQUIRE(same(fused.k_f32, separate.k_f32));
+                        REQUIRE(same(fused.v_f32, separate.v_f32));
+                        REQUIRE(fused.k_f16 == separate.k_f16);
+                        REQUIRE(fused.v_f16 == separate.v_f16);
+                    }
+    // a weight whose shape does not fit the heads is named
+    thread_pool pool(2);
+    lumen::cpu::matmul_scratch scratch;
+    const weight wq = make_weight(dtype::q8_0, 128, 64, 1), wk_bad = make_weight(dtype::q8_0, 96, 64, 2);
+    const weight wv = make_weight(dtype::q8_0, 64, 64, 3), wo = make_weight(dtype::q8_0, 64, 128, 4);
+    std::vector<float> h(64, 1.0f), q(128), k(64), v(64), attn(128), proj(64), k_cache(64 * 4), v_cache(64 * 4), table(64, 1.0f);
+    std::vector<float> scores(2 * lumen::cpu::attention_query_block * 4);
+    const lumen::attention_shape shape{1, 0, 2, 1, 64, 64, 4, 4 * 64, dtype::f32};
+    const lumen::self_attention_step bad{&wq.view, &wk_bad.view, &wv.view, &wo.view, q.data(), k.data(), v.data(), attn.data(),
+                                         k_cache.data(), v_cache.data(), shape, 64, 10000.0f};
+    REQUIRE_THROWS_WITH(lumen::cpu::self_attention(proj.data(), h.data(), bad, table.data(), scores.data(), pool, scratch),
+                        Catch::Contains("test.weight") && Catch::Contains("96 rows, expected 64"));
+}

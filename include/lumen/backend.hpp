@@ -32,6 +32,24 @@ struct attention_shape {
     dtype kv_type = dtype::f32;  // the caches' elements: f32, or f16 (half the memory and the reads)
 };
 
+// What one layer's self-attention works with (backend::self_attention): its four weights, scratch
+// for the projections and the attention output, this layer's caches, and the rotary embedding.
+struct self_attention_step {
+    const tensor_view* wq;  // (q_dim, dim)
+    const tensor_view* wk;  // (kv_dim, dim)
+    const tensor_view* wv;  // (kv_dim, dim)
+    const tensor_view* wo;  // (dim, q_dim)
+    float* q;               // (n, q_dim)   scratch: the queries
+    float* k;               // (n, kv_dim)  scratch: this batch's keys and values, before the caches
+    float* v;               // (n, kv_dim)
+    float* attn;            // (n, q_dim)   scratch: attention's output, before wo
+    void* k_cache;          // (n_kv_heads, n_ctx, head_dim) of shape.kv_type
+    void* v_cache;
+    attention_shape shape;  // n_tokens = n, positions pos0 .. pos0 + n - 1
+    int64_t rope_dims;
+    float rope_freq_base;
+};
+
 // Throws lumen::error unless t is a type a KV cache can hold (f32, f16).
 inline void check_kv_type(dtype t) {
     if (t != dtype::f32 && t != dtype::f16)
@@ -77,6 +95,21 @@ public:
         const matmul_product products[] = {{&w_gate, gate}, {&w_up, up}};
         matmul_many(products, x, n);
         swiglu(gate, gate, up, n * w_gate.rows());
+    }
+    // proj (n, dim) = wo(attention(rope(wq h), rope(wk h), wv h)) for h (n, dim): a layer's
+    // self-attention, which first appends the batch's roped keys and values to the caches (positions
+    // pos0 .. pos0 + n - 1). A backend may fuse the steps (the CPU runs them as one job of three phases).
+    virtual void self_attention(float* proj, const float* h, const self_attention_step& a) {
+        const attention_shape& s = a.shape;
+        const int64_t n = s.n_tokens;
+        const matmul_product qkv[] = {{a.wq, a.q}, {a.wk, a.k}, {a.wv, a.v}};
+        matmul_many(qkv, h, n);  // q = wq h (n, q_dim); k = wk h, v = wv h (n, kv_dim)
+        rope(a.q, n, s.n_heads, s.head_dim, a.rope_dims, s.pos0, a.rope_freq_base);
+        rope(a.k, n, s.n_kv_heads, s.head_dim, a.rope_dims, s.pos0, a.rope_freq_base);
+        store_kv(a.k_cache, s.kv_type, a.k, n, s.pos0, s.n_kv_heads, s.head_dim, s.n_ctx);
+        store_kv(a.v_cache, s.kv_type, a.v, n, s.pos0, s.n_kv_heads, s.head_dim, s.n_ctx);
+        attention(a.attn, a.q, a.k_cache, a.v_cache, s);
+        matmul(*a.wo, a.attn, proj, n);  // proj (n, dim)
     }
     // out (n, rows) = gate @ W_down^T with gate = silu(X @ W_gate^T) * (X @ W_up^T) (n, hidden): a
     // layer's feed-forward; gate and up (n, hidden) are scratch. A backend may fuse the steps (the CPU

@@ -183,14 +183,8 @@ inline void llama_forward(const model_config& c, const llama_weights& w, backend
 
         // Attention: x = x + wo(attention(rope(wq h), rope(wk h), wv h)), h = rmsnorm(x)
         be.rmsnorm(h, x, L.attn_norm->data_as_f32(), n, dim, c.rms_norm_eps);
-        const matmul_product qkv[] = {{L.wq, q}, {L.wk, k}, {L.wv, v}};
-        be.matmul_many(qkv, h, n);  // q = wq h (n, q_dim); k = wk h, v = wv h (n, kv_dim)
-        be.rope(q, n, c.n_heads, c.head_dim, c.rope_dims, pos0, c.rope_freq_base);
-        be.rope(k, n, c.n_kv_heads, c.head_dim, c.rope_dims, pos0, c.rope_freq_base);
-        be.store_kv(k_cache, s.kv_type, k, n, pos0, c.n_kv_heads, c.head_dim, n_ctx);  // at positions pos0 .. pos0 + n - 1
-        be.store_kv(v_cache, s.kv_type, v, n, pos0, c.n_kv_heads, c.head_dim, n_ctx);
-        be.attention(attn, q, k_cache, v_cache, shape);
-        be.matmul(*L.wo, attn, proj, n);                                   // proj (n, dim)
+        const self_attention_step step{L.wq, L.wk, L.wv, L.wo, q, k, v, attn, k_cache, v_cache, shape, c.rope_dims, c.rope_freq_base};
+        be.self_attention(proj, h, step);  // proj (n, dim); the keys and values of positions pos0 .. pos0 + n - 1 into the caches
         be.add(x, proj, n * dim);
 
         // Feed-forward: x = x + w_down(silu(w_gate h) * w_up h), h = rmsnorm(x)

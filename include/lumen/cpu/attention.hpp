@@ -107,9 +107,11 @@ inline int64_t attention_scratch_floats(const attention_shape& s) {
 // "tokens" the queries of a block of tokens (no grouped heads) or the query heads of a group, token
 // by token; a score does not depend on how it was tiled. Softmax and the weighted sum of values
 // follow llama2.c (divisions, not reciprocal products); the weighted sum is vectorised.
-inline void attention(float* out, const float* q, const void* k_cache, const void* v_cache,
-                      const attention_shape& s, float* scores, thread_pool& pool,
-                      const kernel_set& ks = default_kernels()) {
+// attention_heads: the outputs of the query heads of key/value heads [kv_begin, kv_end) only (a
+// thread's part); attention: all of them, the key/value heads spread over the pool.
+inline void attention_heads(float* out, const float* q, const void* k_cache, const void* v_cache,
+                            const attention_shape& s, float* scores, int64_t kv_begin, int64_t kv_end,
+                            const kernel_set& ks = default_kernels()) {
     check_kv_type(s.kv_type);
     const bool f16 = s.kv_type == dtype::f16;
     const int64_t element_bytes = f16 ? 2 : 4;
@@ -120,53 +122,60 @@ inline void attention(float* out, const float* q, const void* k_cache, const voi
     const matmul_rows_fn dot_rows = ks.find(s.kv_type)->rows;  // the F32 or F16 kernel
     // score row of query head h and token t0 + k of the block
     auto score_row = [&](int64_t h, int64_t k) { return scores + (h * block + k) * s.n_ctx; };
-    pool.parallel_for(s.n_kv_heads, [&](int64_t kv_begin, int64_t kv_end) {
-        for (int64_t g = kv_begin; g < kv_end; ++g) {
-            const int64_t kv_offset = g * s.kv_head_stride;
-            matmul_args a;
-            a.type = s.kv_type;
-            a.w = k_bytes + kv_offset * element_bytes;
-            a.w_stride = s.kv_stride * element_bytes;
-            a.cols = s.head_dim;
-            for (int64_t t0 = 0; t0 < s.n_tokens; t0 += block) {
-                const int64_t nt = std::min(block, s.n_tokens - t0);
-                // score[h][k][j] = q_(t0 + k, h) . k_j, for j up to the last token's position
-                if (group == 1) {
-                    a.n_tokens = nt;
-                    a.x = q + (t0 * s.n_heads + g) * s.head_dim;
-                    a.x_stride = s.n_heads * s.head_dim;
-                    a.y = score_row(g, 0);
-                    a.y_stride = s.n_ctx;
-                    dot_rows(a, 0, s.pos0 + t0 + nt);
-                } else {
-                    for (int64_t k = 0; k < nt; ++k) {
-                        a.n_tokens = group;
-                        a.x = q + ((t0 + k) * s.n_heads + g * group) * s.head_dim;
-                        a.x_stride = s.head_dim;
-                        a.y = score_row(g * group, k);
-                        a.y_stride = block * s.n_ctx;
-                        dot_rows(a, 0, s.pos0 + t0 + k + 1);
-                    }
-                }
+    for (int64_t g = kv_begin; g < kv_end; ++g) {
+        const int64_t kv_offset = g * s.kv_head_stride;
+        matmul_args a;
+        a.type = s.kv_type;
+        a.w = k_bytes + kv_offset * element_bytes;
+        a.w_stride = s.kv_stride * element_bytes;
+        a.cols = s.head_dim;
+        for (int64_t t0 = 0; t0 < s.n_tokens; t0 += block) {
+            const int64_t nt = std::min(block, s.n_tokens - t0);
+            // score[h][k][j] = q_(t0 + k, h) . k_j, for j up to the last token's position
+            if (group == 1) {
+                a.n_tokens = nt;
+                a.x = q + (t0 * s.n_heads + g) * s.head_dim;
+                a.x_stride = s.n_heads * s.head_dim;
+                a.y = score_row(g, 0);
+                a.y_stride = s.n_ctx;
+                dot_rows(a, 0, s.pos0 + t0 + nt);
+            } else {
                 for (int64_t k = 0; k < nt; ++k) {
-                    const int64_t t = t0 + k;
-                    const int64_t n_seen = s.pos0 + t + 1;  // causal: positions 0 .. pos0 + t
-                    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-                        float* score = score_row(h, k);
-                        for (int64_t j = 0; j < n_seen; ++j) score[j] = score[j] / sqrt_head_dim;
-                        softmax(score, n_seen);  // llama2.c's (kernels.hpp)
-                        // out = sum_j softmax_j v_j
-                        float* out_h = out + (t * s.n_heads + h) * s.head_dim;
-                        if (f16)
-                            weighted_sum(out_h, score, static_cast<const uint16_t*>(v_cache) + kv_offset, s.kv_stride, n_seen,
-                                         s.head_dim);
-                        else
-                            weighted_sum(out_h, score, static_cast<const float*>(v_cache) + kv_offset, s.kv_stride, n_seen,
-                                         s.head_dim);
-                    }
+                    a.n_tokens = group;
+                    a.x = q + ((t0 + k) * s.n_heads + g * group) * s.head_dim;
+                    a.x_stride = s.head_dim;
+                    a.y = score_row(g * group, k);
+                    a.y_stride = block * s.n_ctx;
+                    dot_rows(a, 0, s.pos0 + t0 + k + 1);
+                }
+            }
+            for (int64_t k = 0; k < nt; ++k) {
+                const int64_t t = t0 + k;
+                const int64_t n_seen = s.pos0 + t + 1;  // causal: positions 0 .. pos0 + t
+                for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+                    float* score = score_row(h, k);
+                    for (int64_t j = 0; j < n_seen; ++j) score[j] = score[j] / sqrt_head_dim;
+                    softmax(score, n_seen);  // llama2.c's (kernels.hpp)
+                    // out = sum_j softmax_j v_j
+                    float* out_h = out + (t * s.n_heads + h) * s.head_dim;
+                    if (f16)
+                        weighted_sum(out_h, score, static_cast<const uint16_t*>(v_cache) + kv_offset, s.kv_stride, n_seen,
+                                     s.head_dim);
+                    else
+                        weighted_sum(out_h, score, static_cast<const float*>(v_cache) + kv_offset, s.kv_stride, n_seen,
+                                     s.head_dim);
                 }
             }
         }
+    }
+}
+
+inline void attention(float* out, const float* q, const void* k_cache, const void* v_cache,
+                      const attention_shape& s, float* scores, thread_pool& pool,
+                      const kernel_set& ks = default_kernels()) {
+    check_kv_type(s.kv_type);
+    pool.parallel_for(s.n_kv_heads, [&](int64_t kv_begin, int64_t kv_end) {
+        attention_heads(out, q, k_cache, v_cache, s, scores, kv_begin, kv_end, ks);
     });
 }
 

@@ -11,6 +11,7 @@
 #include "../quant.hpp"
 #include "attention.hpp"
 #include "kernels.hpp"
+#include "self_attention.hpp"
 #include "thread_pool.hpp"
 
 namespace lumen::cpu {
@@ -50,20 +51,23 @@ public:
             for (int64_t t = t0; t < t1; ++t) cpu::rmsnorm(out + t * dim, x + t * dim, weight, dim, eps);
         });
     }
-    // The angles of positions pos0 .. pos0 + n - 1 are computed on the first call for them and reused
-    // by the calls after it with the same positions (the queries and keys of every layer of a pass).
+    // The angles come from rope_table (computed once per positions, for every layer of a pass).
     void rope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, int64_t rope_dims, int64_t pos0,
               float freq_base) override {
         cpu::check_rope_dims(head_dim, rope_dims);
-        const rope_key key{pos0, n, rope_dims, freq_base};
-        if (!(key == rope_key_)) {
-            rope_key_ = {};  // invalid until the table is complete (pos0 = -1 never matches)
-            rope_table_.resize(static_cast<size_t>(n * rope_dims));
-            for (int64_t t = 0; t < n; ++t) cpu::rope_angles(rope_table_.data() + t * rope_dims, rope_dims, pos0 + t, freq_base);
-            rope_key_ = key;
+        const float* table = rope_table(n, rope_dims, pos0, freq_base);
+        for (int64_t t = 0; t < n; ++t) cpu::rope_rotate(x + t * n_heads * head_dim, n_heads, head_dim, rope_dims, table + t * rope_dims);
+    }
+    // The projections, RoPE, the cache stores, attention and wo as one job (cpu/self_attention.hpp),
+    // where the shapes allow; otherwise the separate ops.
+    void self_attention(float* proj, const float* h, const self_attention_step& a) override {
+        if (!cpu::self_attention_in_one_job(a)) {
+            backend::self_attention(proj, h, a);
+            return;
         }
-        for (int64_t t = 0; t < n; ++t)
-            cpu::rope_rotate(x + t * n_heads * head_dim, n_heads, head_dim, rope_dims, rope_table_.data() + t * rope_dims);
+        cpu::check_rope_dims(a.shape.head_dim, a.rope_dims);
+        const float* table = rope_table(a.shape.n_tokens, a.rope_dims, a.shape.pos0, a.rope_freq_base);
+        cpu::self_attention(proj, h, a, table, attention_scores(a.shape), pool_, scratch_);
     }
     // backend::store_kv, rounding to halves with F16C where the CPU has it (the same bits)
     void store_kv(void* cache, dtype cache_type, const float* x, int64_t n, int64_t pos0, int64_t n_kv_heads,
@@ -73,10 +77,7 @@ public:
     }
     void attention(float* out, const float* q, const void* k_cache, const void* v_cache,
                    const attention_shape& shape) override {
-        // Scratch for the scores: sized on the first call for the whole context, then reused.
-        const auto needed = static_cast<size_t>(attention_scratch_floats(shape));
-        if (scores_.size() < needed) scores_.resize(needed);
-        cpu::attention(out, q, k_cache, v_cache, shape, scores_.data(), pool_);
+        cpu::attention(out, q, k_cache, v_cache, shape, attention_scores(shape), pool_);
     }
     void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
         parallel_if_large(n, n, [&](int64_t i0, int64_t i1) { cpu::swiglu(out + i0, gate + i0, up + i0, i1 - i0); });
@@ -92,6 +93,25 @@ public:
     }
 
 private:
+    // Scratch for attention's scores: sized on the first call for the whole context, then reused.
+    float* attention_scores(const attention_shape& shape) {
+        const auto needed = static_cast<size_t>(attention_scratch_floats(shape));
+        if (scores_.size() < needed) scores_.resize(needed);
+        return scores_.data();
+    }
+    // The angles of positions pos0 .. pos0 + n - 1, (n, rope_dims): computed on the first call for
+    // them and reused by the calls after it with the same positions (every layer of a pass).
+    const float* rope_table(int64_t n, int64_t rope_dims, int64_t pos0, float freq_base) {
+        const rope_key key{pos0, n, rope_dims, freq_base};
+        if (!(key == rope_key_)) {
+            rope_key_ = {};  // invalid until the table is complete (pos0 = -1 never matches)
+            rope_table_.resize(static_cast<size_t>(n * rope_dims));
+            for (int64_t t = 0; t < n; ++t) cpu::rope_angles(rope_table_.data() + t * rope_dims, rope_dims, pos0 + t, freq_base);
+            rope_key_ = key;
+        }
+        return rope_table_.data();
+    }
+
     // fn(begin, end) over [0, n_items): on the pool when the step touches enough elements to pay for
     // waking it (a prompt), inline otherwise (one token). Element-wise, so the result is the same.
     template <class F>
