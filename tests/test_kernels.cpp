@@ -870,7 +870,7 @@ TEST_CASE("feed_forward (swiglu and w_down as two phases of one job, gate quanti
         // w_down's type decides whether gate is quantized ahead (8-bit kernels) or not (F32, F16)
         for (dtype down_type : {dtype::q4_0, dtype::q8_0, dtype::q6_k, dtype::q4_k, dtype::f32, dtype::f16})
             for (int64_t hidden : {256, 288, 40})
-                for (int64_t n_tokens : {1, 2, 5}) {
+                for (int64_t n_tokens : {1, 2, 5, 12}) {  // 12: more than one_job_max_tokens, the separate ops
                     const bool k_quant = down_type == dtype::q6_k || down_type == dtype::q4_k;
                     if (hidden % (k_quant ? 256 : 32) != 0 && down_type != dtype::f32 && down_type != dtype::f16) continue;
                     const int64_t cols = 64, rows = 48;
@@ -962,7 +962,19 @@ TEST_CASE("self_attention in one job (RoPE and the cache stores in the projectio
                                                               shape, c.rope_dims, 10000.0f};
                         };
                         lumen::cpu::cpu_backend be(n_threads);
-                        be.self_attention(fused.proj.data(), h.data(), step(fused));
+                        const lumen::self_attention_step fused_step = step(fused);
+                        if (lumen::cpu::self_attention_in_one_job(fused_step)) {  // as one job, for any batch
+                            std::vector<float> table(static_cast<size_t>(n * c.rope_dims));
+                            for (int64_t t = 0; t < n; ++t)
+                                lumen::cpu::rope_angles(table.data() + t * c.rope_dims, c.rope_dims, pos0 + t, 10000.0f);
+                            std::vector<float> scores(static_cast<size_t>(lumen::cpu::attention_scratch_floats(fused_step.shape)));
+                            lumen::cpu::matmul_scratch scratch;
+                            thread_pool pool(n_threads);
+                            lumen::cpu::self_attention(fused.proj.data(), h.data(), fused_step, table.data(), scores.data(), pool,
+                                                       scratch);
+                        } else {
+                            be.self_attention(fused.proj.data(), h.data(), fused_step);  // the separate ops
+                        }
                         be.lumen::backend::self_attention(separate.proj.data(), h.data(), step(separate));
                         auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
                             return std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
@@ -974,6 +986,12 @@ TEST_CASE("self_attention in one job (RoPE and the cache stores in the projectio
                         REQUIRE(same(fused.v_f32, separate.v_f32));
                         REQUIRE(fused.k_f16 == separate.k_f16);
                         REQUIRE(fused.v_f16 == separate.v_f16);
+                        if (n == 1) {  // and the CPU backend's own call (one job up to one_job_max_tokens)
+                            run again = separate;
+                            std::fill(again.proj.begin(), again.proj.end(), NAN);
+                            be.self_attention(again.proj.data(), h.data(), step(again));
+                            REQUIRE(same(again.proj, separate.proj));
+                        }
                     }
     // a weight whose shape does not fit the heads is named
     thread_pool pool(2);

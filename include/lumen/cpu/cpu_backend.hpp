@@ -61,7 +61,7 @@ public:
     // The projections, RoPE, the cache stores, attention and wo as one job (cpu/self_attention.hpp),
     // where the shapes allow; otherwise the separate ops.
     void self_attention(float* proj, const float* h, const self_attention_step& a) override {
-        if (!cpu::self_attention_in_one_job(a)) {
+        if (a.shape.n_tokens > cpu::one_job_max_tokens || !cpu::self_attention_in_one_job(a)) {
             backend::self_attention(proj, h, a);
             return;
         }

@@ -174,11 +174,12 @@ private:
         }
     }
 
-    // Deals phase p's items, or the first non-empty phase after it, as shares; then counts the phases
-    // before it done (the job is done when that count reaches n_phases). Run by the caller at the
-    // start and by the participant whose count completes a phase; after a failure, deals nothing more.
-    // Everything it needs from job_ is read before the first store: once the phase is out, the others
-    // may finish the job and the caller publish the next one.
+    // Deals phase p's items, or the first non-empty phase after it, as shares and counts it started;
+    // past the last phase, marks the job finished. Run by the caller at the start and by the
+    // participant whose count completes a phase; after a failure, deals nothing more. Everything it
+    // needs from job_ is read before the first store: once the phase is out, the others may finish the
+    // job and the caller publish the next one. A sleeping caller is woken (caller_sleeping_ and these
+    // stores are seq_cst, as are the loads of the caller's predicate: one side sees the other).
     void start_phase(int p) {
         const int n_phases = job_.n_phases;
         if (failed_.load(std::memory_order_acquire)) p = n_phases;
@@ -280,7 +281,7 @@ private:
                 continue;
             }
             auto moved_on = [&] {
-                return phases_started_.load(std::memory_order_acquire) != started || finished_.load(std::memory_order_acquire);
+                return phases_started_.load(std::memory_order_seq_cst) != started || finished_.load(std::memory_order_seq_cst);
             };
             if (spin_until(moved_on)) continue;
             if (self != 0) return;  // a worker leaves the rest to the others
