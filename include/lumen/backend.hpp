@@ -56,6 +56,25 @@ inline void check_kv_type(dtype t) {
         throw error("KV cache type " + std::string(dtype_name(t)) + " is not supported (f32, f16)");
 }
 
+// Elements [e0, e1) of one row of keys or values (n_kv_heads * head_dim,), of the token at position
+// pos, into a head-major cache (n_kv_heads, n_ctx, head_dim) of cache_type (f32, f16): element e of
+// head g = e / head_dim goes to (g * n_ctx + pos) * head_dim + e % head_dim; to_halves(to, from, m)
+// rounds m floats for an f16 cache. backend::store_kv stores whole rows with it, the CPU's one-job
+// self-attention the part of a row each chunk made.
+template <class ToHalves>
+inline void store_kv_elements(void* cache, dtype cache_type, const float* row, int64_t e0, int64_t e1, int64_t pos,
+                              int64_t head_dim, int64_t n_ctx, ToHalves&& to_halves) {
+    for (int64_t e = e0; e < e1;) {
+        const int64_t g = e / head_dim, d = e % head_dim, m = std::min(e1 - e, head_dim - d);
+        const int64_t at = (g * n_ctx + pos) * head_dim + d;
+        if (cache_type == dtype::f32)
+            std::copy_n(row + e, m, static_cast<float*>(cache) + at);
+        else
+            to_halves(static_cast<uint16_t*>(cache) + at, row + e, m);
+        e += m;
+    }
+}
+
 // Throws lumen::error unless W_down's rows take the hidden_dim = W_gate.rows() elements of gate.
 inline void check_feed_forward_shapes(const tensor_view& w_gate, const tensor_view& w_down) {
     if (w_down.cols() != w_gate.rows())
@@ -153,15 +172,9 @@ protected:
     static void store_kv_with(void* cache, dtype cache_type, const float* x, int64_t n, int64_t pos0, int64_t n_kv_heads,
                               int64_t head_dim, int64_t n_ctx, ToHalves&& to_halves) {
         check_kv_type(cache_type);
+        const int64_t kv_dim = n_kv_heads * head_dim;
         for (int64_t t = 0; t < n; ++t)
-            for (int64_t g = 0; g < n_kv_heads; ++g) {
-                const float* from = x + (t * n_kv_heads + g) * head_dim;
-                const int64_t at = (g * n_ctx + pos0 + t) * head_dim;
-                if (cache_type == dtype::f32)
-                    std::copy_n(from, head_dim, static_cast<float*>(cache) + at);
-                else
-                    to_halves(static_cast<uint16_t*>(cache) + at, from, head_dim);
-            }
+            store_kv_elements(cache, cache_type, x + t * kv_dim, 0, kv_dim, pos0 + t, head_dim, n_ctx, to_halves);
     }
 };
 

@@ -182,17 +182,17 @@ inline void rope_angles(float* cos_sin, int64_t rope_dims, int64_t pos, float fr
 }
 
 // Rotates the first rope_dims of each head of vec (n_heads * head_dim,) by the angles of rope_angles.
+// The pair (v[0], v[1]) turned by the angle whose cos, sin are fcr, fci.
+inline void rotate_pair(float* v, float fcr, float fci) {
+    const float v0 = v[0];
+    const float v1 = v[1];
+    v[0] = rounded(v0 * fcr) - rounded(v1 * fci);  // unfused, as llama2.c (see simd.hpp)
+    v[1] = rounded(v0 * fci) + rounded(v1 * fcr);
+}
+
 inline void rope_rotate(float* vec, int64_t n_heads, int64_t head_dim, int64_t rope_dims, const float* cos_sin) {
-    for (int64_t i = 0; i < rope_dims; i += 2) {
-        const float fcr = cos_sin[i], fci = cos_sin[i + 1];
-        for (int64_t h = 0; h < n_heads; ++h) {
-            float* v = vec + h * head_dim + i;
-            const float v0 = v[0];
-            const float v1 = v[1];
-            v[0] = rounded(v0 * fcr) - rounded(v1 * fci);  // unfused, as llama2.c (see simd.hpp)
-            v[1] = rounded(v0 * fci) + rounded(v1 * fcr);
-        }
-    }
+    for (int64_t i = 0; i < rope_dims; i += 2)
+        for (int64_t h = 0; h < n_heads; ++h) rotate_pair(vec + h * head_dim + i, cos_sin[i], cos_sin[i + 1]);
 }
 
 // Both at once, for one vector (tests, one-off use).

@@ -190,24 +190,21 @@ inline void quantize_block_q8(const float* x, int8_t* q, float* d, int32_t* sum,
 
 using quantize_block_fn = void (*)(const float* x, int8_t* q, float* d, int32_t* sum, int32_t* neg_sum, int32_t* half_sum);
 
-// Tokens [t0, t1) of x (n_tokens, cols) -> a, block by block with `quantize_block` (the scalar or
-// a SIMD version of the definition above, which agree bit for bit); a was made for x's shape.
-inline void quantize_blocks(quantize_block_fn quantize_block, const float* x, const q8_activations& a, int64_t t,
-                            int64_t b0, int64_t b1);
-
-inline void quantize_tokens(quantize_block_fn quantize_block, const float* x, const q8_activations& a, int64_t t0,
-                            int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) quantize_blocks(quantize_block, x, a, t, 0, a.n_blocks);
-}
-
-// Blocks [b0, b1) of token t of x (n_tokens, cols) -> a: a part of a row, for a job that quantizes
-// the elements it has just computed (each block is quantized on its own, so the parts make the
-// same bits as the whole).
+// Blocks [b0, b1) of token t of x (n_tokens, cols) -> a, with `quantize_block` (the scalar or a SIMD
+// version of the definition above, which agree bit for bit); a was made for x's shape. Each block is
+// quantized on its own, so a job that quantizes the parts of a row it has just computed makes the
+// same bits as one pass over the row.
 inline void quantize_blocks(quantize_block_fn quantize_block, const float* x, const q8_activations& a, int64_t t,
                             int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b)
         quantize_block(x + t * a.cols + b * q8_block, a.qs + t * a.cols + b * q8_block, a.d + b * a.n_tokens + t,
                        a.sum + b * a.n_tokens + t, a.neg_sum + b * a.n_tokens + t, a.half_sum + b * a.n_tokens + t);
+}
+
+// Tokens [t0, t1) of x -> a, whole rows.
+inline void quantize_tokens(quantize_block_fn quantize_block, const float* x, const q8_activations& a, int64_t t0,
+                            int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) quantize_blocks(quantize_block, x, a, t, 0, a.n_blocks);
 }
 
 }  // namespace lumen::cpu

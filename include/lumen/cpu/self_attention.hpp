@@ -28,30 +28,16 @@ inline void rope_rotate_part(float* row, int64_t head_dim, int64_t rope_dims, co
                              int64_t e1) {
     for (int64_t e = e0; e < e1; e += 2) {
         const int64_t i = e % head_dim;
-        if (i >= rope_dims) continue;
-        const float fcr = cos_sin[i], fci = cos_sin[i + 1];
-        float* v = row + e;
-        const float v0 = v[0];
-        const float v1 = v[1];
-        v[0] = rounded(v0 * fcr) - rounded(v1 * fci);  // unfused, as llama2.c (see simd.hpp)
-        v[1] = rounded(v0 * fci) + rounded(v1 * fcr);
+        if (i < rope_dims) rotate_pair(row + e, cos_sin[i], cos_sin[i + 1]);
     }
 }
 
-// Elements [e0, e1) of a row of keys or values (n_kv_heads * head_dim,) of the token at position
-// pos, into a head-major cache (n_kv_heads, n_ctx, head_dim) of cache_type: backend::store_kv's
-// placement (and round_to_fp16's rounding), for the part of the row a chunk made.
+// Elements [e0, e1) of a row of keys or values into the cache (store_kv_elements, backend.hpp),
+// rounded to halves as the CPU backend's store_kv does: for the part of the row a chunk made.
 inline void store_kv_part(void* cache, dtype cache_type, const float* row, int64_t e0, int64_t e1, int64_t pos,
                           int64_t head_dim, int64_t n_ctx) {
-    for (int64_t e = e0; e < e1;) {
-        const int64_t g = e / head_dim, d = e % head_dim, m = std::min(e1 - e, head_dim - d);
-        const int64_t at = (g * n_ctx + pos) * head_dim + d;
-        if (cache_type == dtype::f32)
-            std::copy_n(row + e, m, static_cast<float*>(cache) + at);
-        else
-            round_to_fp16(static_cast<uint16_t*>(cache) + at, row + e, m);
-        e += m;
-    }
+    store_kv_elements(cache, cache_type, row, e0, e1, pos, head_dim, n_ctx,
+                      [](uint16_t* to, const float* from, int64_t m) { round_to_fp16(to, from, m); });
 }
 
 // Whether self_attention below can take this step: even heads (RoPE's pairs stay in a chunk's rows),
