@@ -23,7 +23,7 @@ inline constexpr __mmask16 all16 = 0xffff;
 // 64 bytes at p, loaded once: for a vector that two instructions use (Q4_0's and Q6_K's low and high
 // nibbles), GCC folds the load into both as a memory operand, so the bytes are read twice; the empty
 // asm makes the value a register's. Per 16-row Q4_0 record 12 loads instead of 16 + 4: 6.2 -> 4.3 ns
-// per record on one Zen 5 core with the weights in L2 (the load ports, not the arithmetic, set the pace).
+// per record on one Zen 4 core with the weights in L2 (the load ports, not the arithmetic, set the pace).
 inline __m512i load_once(const std::byte* p) {
     __m512i v = _mm512_loadu_si512(p);
 #if defined(__GNUC__)

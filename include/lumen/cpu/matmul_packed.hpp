@@ -72,7 +72,7 @@ inline void pack_group(const std::byte* w, int64_t w_stride, int64_t n_blocks, s
 
 // Fetches the cache lines of `bytes` bytes at p: the AVX2 tiles' help for the hardware prefetchers
 // (with the earlier 16-row records, the prefetchers alone left a third of the bandwidth unused; with
-// the 8-row records, on Zen 5 with AVX-512 turned off, prefetching or not came within 2%). The
+// the 8-row records, on Zen 4 with AVX-512 turned off, prefetching or not came within 2%). The
 // AVX-512 tiles do without it (see tile_packed).
 inline void prefetch_bytes(const std::byte* p, int64_t bytes) {
     for (int64_t k = 0; k < bytes; k += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + k, _MM_HINT_T0);
@@ -266,7 +266,7 @@ struct packed_q8_0 {
 // tile_packed leaves the fetching of records to the hardware prefetchers: a group's records are
 // one forward stream (18 KiB for 2048 columns of Q4_0), which they follow. Software prefetches on
 // top (16 records ahead, needed by the earlier layout: tinyllama Q8_0 33 ms per token without, 24
-// with) cost bandwidth on a later Zen 5 host: in-process A/B, alternating every 64 tokens, of
+// with) cost bandwidth on a later Zen 4 host: in-process A/B, alternating every 64 tokens, of
 // prefetching 16 ahead against none: stories110M Q4_0 2.02 vs 1.74 ms per token (none faster in 16
 // rounds of 16), Q8_0 3.31 vs 3.12 (15/16), tinyllama Q4_0 19.4 vs 18.1 (5/6), Q8_0 34.5 vs 32.0
 // (6/6); one thread streaming every layer's w_gate of tinyllama Q4_0, 31 vs 34 GB/s. The same holds
