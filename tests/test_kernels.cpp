@@ -753,30 +753,47 @@ weight random_q6_k_weight(int64_t rows, int64_t cols, uint32_t seed) {
     return w;
 }
 
-TEST_CASE("repacked Q8_0, Q4_0 (AVX-512: 16-row groups, AVX2: 8) and Q6_K (AVX-512) weights give the scalar results bit for bit", "[kernels]") {
+// A Q4_K weight of random bytes (every nibble and every 6-bit scale and min, 63 included), with
+// fp16 d and dmin of random sign and size.
+weight random_q4_k_weight(int64_t rows, int64_t cols, uint32_t seed) {
+    weight w = make_weight(dtype::q4_k, rows, cols, seed);
+    std::mt19937 rng(seed);
+    for (size_t super = 0; super < w.bytes.size(); super += lumen::block_q4_k_bytes) {
+        for (size_t half = 0; half < 2; ++half) {
+            const uint16_t d = static_cast<uint16_t>(0x1000 + rng() % 0x2000 + (rng() & 1) * 0x8000);
+            std::memcpy(&w.bytes[super + 2 * half], &d, 2);
+        }
+        for (size_t i = 4; i < lumen::block_q4_k_bytes; ++i) w.bytes[super + i] = static_cast<std::byte>(rng());
+    }
+    return w;
+}
+
+TEST_CASE("repacked Q8_0, Q4_0 (AVX-512: 16-row groups, AVX2: 8), Q4_K and Q6_K (AVX-512) weights give the scalar results bit for bit", "[kernels]") {
 #if !defined(LUMEN_CPU_HAVE_AVX2)
     SUCCEED("no AVX2 or AVX-512 kernels in this build: nothing is repacked");
 #else
     thread_pool pool(2);
     const lumen::cpu::kernel_set& ks = lumen::cpu::avx2_kernels();  // (the default set, unless forced scalar)
-    for (dtype type : {dtype::q8_0, dtype::q4_0, dtype::q6_k}) {
+    for (dtype type : {dtype::q8_0, dtype::q4_0, dtype::q4_k, dtype::q6_k}) {
         const lumen::cpu::matmul_kernel& k = *ks.find(type);
+        const bool k_quant = type == dtype::q4_k || type == dtype::q6_k;
 #if defined(LUMEN_CPU_HAVE_AVX512)
         REQUIRE(k.pack != nullptr);
 #else
-        if (type == dtype::q6_k) {
+        if (k_quant) {
             CHECK(k.pack == nullptr);  // repacked on AVX-512 only
             continue;
         }
         REQUIRE(k.pack != nullptr);
 #endif
-        const bool k_quant = type == dtype::q6_k;
         for (int64_t rows : {16, 35, 64})
             for (int64_t cols : k_quant ? std::vector<int64_t>{256, 768} : std::vector<int64_t>{32, 96, 320})
                 for (int64_t n_tokens : {1, 2, 3, 4, 5, 9}) {
                     INFO("type " << lumen::dtype_name(type) << ", rows " << rows << ", cols " << cols << ", tokens " << n_tokens);
                     const uint32_t seed = static_cast<uint32_t>(rows * cols + n_tokens);
-                    const weight w = k_quant && n_tokens % 3 == 0 ? random_q6_k_weight(rows, cols, seed) : make_weight(type, rows, cols, seed);
+                    const weight w = !k_quant || n_tokens % 3 != 0 ? make_weight(type, rows, cols, seed)
+                                     : type == dtype::q4_k              ? random_q4_k_weight(rows, cols, seed)
+                                                                        : random_q6_k_weight(rows, cols, seed);
                     const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 17, -2.0f, 2.0f);
                     const std::vector<float> expected = run_matmul(w, x, n_tokens, pool, lumen::cpu::scalar_kernels());
 

@@ -40,6 +40,7 @@
 #include "matmul_avx512.hpp"
 #include "matmul_kquants.hpp"
 #include "matmul_packed.hpp"
+#include "matmul_packed_q4_k.hpp"
 #include "matmul_packed_q6_k.hpp"
 #include "matmul_scalar.hpp"
 #include "matmul_wasm.hpp"
@@ -123,11 +124,13 @@ inline constexpr matmul_kernel avx2_table[] = {
     {dtype::q4_0, activation_format::q8, &avx2::rows_packed<avx2::q4_0_block>, false,
      &avx2::pack_group<avx2::packed<avx2::q4_0_block>>, avx2::packed_group_rows},
 #endif
-    {dtype::q4_k, activation_format::q8, &avx2::rows_kq<avx2::q4_k_super>},
 #if defined(LUMEN_CPU_HAVE_AVX512)
+    {dtype::q4_k, activation_format::q8, &avx512::rows_packed_q4_k, false, &avx512::packed_q4_k::pack_group,
+     avx512::packed_group_rows},
     {dtype::q6_k, activation_format::q8, &avx512::rows_packed_q6_k, false, &avx512::packed_q6_k::pack_group,
      avx512::packed_group_rows},
 #else
+    {dtype::q4_k, activation_format::q8, &avx2::rows_kq<avx2::q4_k_super>},
     {dtype::q6_k, activation_format::q8, &avx2::rows_kq<avx2::q6_k_super>},
 #endif
 };

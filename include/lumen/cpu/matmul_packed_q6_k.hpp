@@ -117,6 +117,14 @@ struct packed_q6_k {
     }
 };
 
+// The 16 rows' 8 lane sums of a k-quant tile as the scalar kernel's reduce8 does them, lane by
+// lane, into y (16 floats): the last step of every packed k-quant tile.
+inline void store_reduce8(const __m512 v[8], float* y) {
+    const __m512 sum = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(v[0], v[1]), _mm512_add_ps(v[2], v[3])),
+                                     _mm512_add_ps(_mm512_add_ps(v[4], v[5]), _mm512_add_ps(v[6], v[7])));
+    _mm512_storeu_ps(y, sum);
+}
+
 // The 16 rows of group g (rows 16 g ..) and tokens t .. t + T - 1.
 template <int T>
 inline void tile_packed_q6_k(const matmul_args& a, int64_t g, int64_t t) {
@@ -147,31 +155,35 @@ inline void tile_packed_q6_k(const matmul_args& a, int64_t g, int64_t t) {
             }
         }
     }
-    for (int k = 0; k < T; ++k) {  // reduce8, lane by lane
-        const __m512* v = acc[k];
-        const __m512 sum = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(v[0], v[1]), _mm512_add_ps(v[2], v[3])),
-                                         _mm512_add_ps(_mm512_add_ps(v[4], v[5]), _mm512_add_ps(v[6], v[7])));
-        _mm512_storeu_ps(a.y + (t + k) * a.y_stride + g * packed_group_rows, sum);
-    }
+    for (int k = 0; k < T; ++k) store_reduce8(acc[k], a.y + (t + k) * a.y_stride + g * packed_group_rows);
 }
 
-// Rows [r0, r1): the whole groups among them that a.w_packed holds through the tiles (16 rows x 2
-// tokens, an odd token left over alone, in chunks of tokens whose activations stay in the L2 cache),
-// the other rows through the per-row kernel.
-inline void rows_packed_q6_k(const matmul_args& a, int64_t r0, int64_t r1) {
-    auto unpacked = [&](int64_t begin, int64_t end) { avx2::rows_kq<q6_k_super>(a, begin, end); };
+// Rows [r0, r1) of a k-quant weight repacked in 16-row groups: the whole groups among them that
+// a.w_packed holds through Tile (16 rows x 2 tokens, an odd token left over alone, in chunks of
+// tokens whose activations stay in the L2 cache), the other rows through the per-row kernel of
+// Unpacked (avx2::q4_k_super, avx2::q6_k_super).
+template <class Unpacked, template <int> class Tile>
+inline void rows_packed_kq(const matmul_args& a, int64_t r0, int64_t r1) {
+    auto unpacked = [&](int64_t begin, int64_t end) { avx2::rows_kq<Unpacked>(a, begin, end); };
     avx2::split_packed(a, r0, r1, packed_group_rows, unpacked, [&](int64_t g0, int64_t g1) {
         const int64_t chunk = a.n_tokens == 1 ? 1 : avx2::token_chunk(a.cols, 2);
         for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
             const int64_t t1 = std::min(a.n_tokens, t0 + chunk);
             for (int64_t g = g0; g < g1; ++g) {
                 int64_t t = t0;
-                for (; t + 2 <= t1; t += 2) tile_packed_q6_k<2>(a, g, t);
-                if (t < t1) tile_packed_q6_k<1>(a, g, t);
+                for (; t + 2 <= t1; t += 2) Tile<2>::run(a, g, t);
+                if (t < t1) Tile<1>::run(a, g, t);
             }
         }
     });
 }
+
+template <int T>
+struct q6_k_tile {
+    static void run(const matmul_args& a, int64_t g, int64_t t) { tile_packed_q6_k<T>(a, g, t); }
+};
+
+inline void rows_packed_q6_k(const matmul_args& a, int64_t r0, int64_t r1) { rows_packed_kq<avx2::q6_k_super, q6_k_tile>(a, r0, r1); }
 
 }  // namespace lumen::cpu::avx512
 
