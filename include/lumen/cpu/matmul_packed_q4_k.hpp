@@ -163,7 +163,7 @@ struct q4_k_tile {
     static void run(const matmul_args& a, int64_t g, int64_t t) { tile_packed_q4_k<T>(a, g, t); }
 };
 
-inline void rows_packed_q4_k(const matmul_args& a, int64_t r0, int64_t r1) { rows_packed_kq<avx2::q4_k_super, q4_k_tile>(a, r0, r1); }
+inline void rows_packed_q4_k(const matmul_args& a, int64_t r0, int64_t r1) { rows_packed_kq<avx2::q4_k_super, q4_k_tile, 4>(a, r0, r1); }
 
 }  // namespace lumen::cpu::avx512
 

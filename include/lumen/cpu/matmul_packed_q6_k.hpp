@@ -162,15 +162,17 @@ inline void tile_packed_q6_k(const matmul_args& a, int64_t g, int64_t t) {
 // a.w_packed holds through Tile (16 rows x 2 tokens, an odd token left over alone, in chunks of
 // tokens whose activations stay in the L2 cache), the other rows through the per-row kernel of
 // Unpacked (avx2::q4_k_super, avx2::q6_k_super).
-template <class Unpacked, template <int> class Tile>
+template <class Unpacked, template <int> class Tile, int max_tile = 2>
 inline void rows_packed_kq(const matmul_args& a, int64_t r0, int64_t r1) {
     auto unpacked = [&](int64_t begin, int64_t end) { avx2::rows_kq<Unpacked>(a, begin, end); };
     avx2::split_packed(a, r0, r1, packed_group_rows, unpacked, [&](int64_t g0, int64_t g1) {
-        const int64_t chunk = a.n_tokens == 1 ? 1 : avx2::token_chunk(a.cols, 2);
+        const int64_t chunk = a.n_tokens == 1 ? 1 : avx2::token_chunk(a.cols, max_tile);
         for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
             const int64_t t1 = std::min(a.n_tokens, t0 + chunk);
             for (int64_t g = g0; g < g1; ++g) {
                 int64_t t = t0;
+                if constexpr (max_tile == 4)
+                    for (; t + 4 <= t1; t += 4) Tile<4>::run(a, g, t);
                 for (; t + 2 <= t1; t += 2) Tile<2>::run(a, g, t);
                 if (t < t1) Tile<1>::run(a, g, t);
             }
