@@ -1,5 +1,6 @@
 // cpu/matmul_packed_q6_k.hpp: Q6_K weights repacked once for AVX-512, 16 rows' super-blocks side by
-// side with one 32-bit lane per row, and the matrix-product kernel that reads them.
+// side with one 32-bit lane per row, the matrix-product kernel that reads them, and the row driver
+// that the packed k-quant kernels share (rows_packed_kq, also Q4_K's: matmul_packed_q4_k.hpp).
 //
 // Why. The per-row Q6_K kernel (matmul_kquants.hpp) unpacks a row's 6-bit quants, moves the
 // activations' signs onto them (vpmaddubsw wants one unsigned operand), reduces 8 blocks across
@@ -159,9 +160,9 @@ inline void tile_packed_q6_k(const matmul_args& a, int64_t g, int64_t t) {
 }
 
 // Rows [r0, r1) of a k-quant weight repacked in 16-row groups: the whole groups among them that
-// a.w_packed holds through Tile (16 rows x 2 tokens, an odd token left over alone, in chunks of
-// tokens whose activations stay in the L2 cache), the other rows through the per-row kernel of
-// Unpacked (avx2::q4_k_super, avx2::q6_k_super).
+// a.w_packed holds through Tile (16 rows x max_tile tokens, 4 or 2, the tokens left over 2 or 1 at
+// a time, in chunks of tokens whose activations stay in the L2 cache), the other rows through the
+// per-row kernel of Unpacked (avx2::q4_k_super, avx2::q6_k_super).
 template <class Unpacked, template <int> class Tile, int max_tile = 2>
 inline void rows_packed_kq(const matmul_args& a, int64_t r0, int64_t r1) {
     auto unpacked = [&](int64_t begin, int64_t end) { avx2::rows_kq<Unpacked>(a, begin, end); };
