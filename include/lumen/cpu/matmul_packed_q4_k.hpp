@@ -91,31 +91,25 @@ struct packed_q4_k {
         return _mm512_and_si512(shift == 0 ? word : _mm512_maskz_srli_epi32(all16, word, shift), _mm512_set1_epi32(0xff));
     }
 
-    // The nibbles of blocks 2 c, 2 c + 1 for the 16 rows: low[k], high[k] elements 4 k .. 4 k + 3
-    // of block 2 c, and 16 times those of block 2 c + 1.
+    // The nibbles of blocks 2 c, 2 c + 1 for the 16 rows, as Q4_0's (packed_q4_0::load) in two
+    // halves: half h, vector k holds elements 4 (4 h + k) .. + 3 of block 2 c (low) and 16 times
+    // those of block 2 c + 1 (high).
     struct pair {
-        __m512i low[8], high[8];
+        packed_q4_0::weights half[2];
     };
-    static pair load_pair(const std::byte* quants) {
-        const __m512i low_mask = _mm512_set1_epi8(0x0f), high_mask = _mm512_set1_epi8(static_cast<char>(0xf0));
-        pair p;
-        LUMEN_UNROLL
-        for (int k = 0; k < 8; ++k) {
-            const __m512i q = load_once(quants + 64 * k);
-            p.low[k] = _mm512_and_si512(q, low_mask);
-            p.high[k] = _mm512_and_si512(q, high_mask);
-        }
-        return p;
-    }
+    static pair load_pair(const std::byte* quants) { return {{packed_q4_0::load(quants), packed_q4_0::load(quants + 4 * 64)}}; }
     // sum q y of the 16 rows for the blocks of a pair: [0] block 2 c against y0, [1] block 2 c + 1
     // against y1 (two chains of vpdpbusd each)
     static void sums_16(const pair& p, const int8_t* y0, const int8_t* y1, __m512i out[2]) {
         __m512i low[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, high[2] = {low[0], low[1]};
         LUMEN_UNROLL
-        for (int k = 0; k < 8; ++k) {
-            low[k % 2] = dpbusd_broadcast(low[k % 2], p.low[k], y0 + 4 * k);
-            high[k % 2] = dpbusd_broadcast(high[k % 2], p.high[k], y1 + 4 * k);
-        }
+        for (int h = 0; h < 2; ++h)
+            LUMEN_UNROLL
+            for (int k = 0; k < 4; ++k) {
+                const int j = 4 * h + k;  // elements 4 j .. 4 j + 3
+                low[h] = dpbusd_broadcast(low[h], p.half[h].low[k], y0 + 4 * j);
+                high[h] = dpbusd_broadcast(high[h], p.half[h].high[k], y1 + 4 * j);
+            }
         out[0] = _mm512_add_epi32(low[0], low[1]);
         out[1] = _mm512_maskz_srai_epi32(all16, _mm512_add_epi32(high[0], high[1]), 4);
     }
