@@ -23,7 +23,7 @@ struct context_options {
     int64_t n_ctx = 0;      // positions in the KV cache; 0 = the model's training context, at most 4096
     int64_t n_batch = 512;  // tokens per forward pass while processing a prompt
     int n_threads = 0;      // CPU threads; 0 = all hardware threads
-    bool repack = true;     // CPU: repack Q8_0/Q4_0 weights for kernels that read another layout (AVX-512)
+    bool repack = true;     // CPU: repack Q8_0, Q4_0, Q4_K, Q6_K weights for kernels that read another layout
     dtype kv_type = dtype::f32;  // KV cache elements: f32 (exact), or f16 (half the memory and reads; llama.cpp's default)
 };
 

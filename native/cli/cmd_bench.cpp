@@ -327,7 +327,7 @@ void add_bench_command(CLI::App& app) {
     cmd->add_flag("--no-bandwidth", a->no_bandwidth, "Do not measure the memory read bandwidth");
     cmd->add_option("--bandwidth-passes", a->bandwidth_passes, "Passes over the buffer (best one counts)")->capture_default_str();
     cmd->add_option("--bandwidth-mib", a->bandwidth_mib, "Bandwidth buffer size in MiB (default max(1 GiB, 4 x L3))");
-    cmd->add_flag("--no-repack", a->no_repack, "Kernels read Q8_0/Q4_0 weights as stored, not repacked (AVX-512 kernels)");
+    cmd->add_flag("--no-repack", a->no_repack, "Kernels read the weights as stored: Q8_0, Q4_0 (AVX2, AVX-512), Q4_K and Q6_K (AVX-512) are not repacked");
     cmd->add_option("--cache-type", a->cache_type, cache_type_help)->capture_default_str();
     cmd->add_flag("--pool", a->pool, "Also print the thread pool's time per parallel_for");
     cmd->callback([a] { run_bench(*a); });

@@ -104,7 +104,7 @@ void add_generate_command(CLI::App& app) {
     cmd->add_option("--repeat-penalty", a->sampling.repeat_penalty, "Penalise tokens seen in the last --repeat-last-n (1 = off)")->capture_default_str();
     cmd->add_option("--repeat-last-n", a->sampling.repeat_last_n, "How many recent tokens the penalty looks at")->capture_default_str();
     cmd->add_flag("--no-bos", a->no_bos, "Do not start the prompt with the BOS token");
-    cmd->add_flag("--no-repack", a->no_repack, "Kernels read Q8_0/Q4_0 weights as stored, not repacked (AVX-512 kernels)");
+    cmd->add_flag("--no-repack", a->no_repack, "Kernels read the weights as stored: Q8_0, Q4_0 (AVX2, AVX-512), Q4_K and Q6_K (AVX-512) are not repacked");
     cmd->add_option("--cache-type", a->cache_type, cache_type_help)->capture_default_str();
     cmd->add_flag("--ignore-eos", a->ignore_eos, "Keep generating after the end-of-sequence token");
     cmd->callback([a] { run_generate(*a); });
