@@ -132,17 +132,19 @@ inline void tile_packed_q4_k(const matmul_args& a, int64_t g, int64_t t) {
         LUMEN_UNROLL
         for (int c = 0; c < 4; ++c) {
             const P::pair q = P::load_pair(record + P::quants_at + c * P::pair_bytes);
+            const int64_t b = 8 * sb + 2 * c;  // blocks b, b + 1: positions 2 c, 2 c + 1
+            const __m512i sc[2] = {P::byte_of(scales.sc, 2 * c), P::byte_of(scales.sc, 2 * c + 1)};  // the same for every token
+            const __m512i m[2] = {P::byte_of(scales.m, 2 * c), P::byte_of(scales.m, 2 * c + 1)};
             LUMEN_UNROLL
             for (int k = 0; k < T; ++k) {
-                const int64_t b = 8 * sb + 2 * c;  // blocks b, b + 1: positions 2 c, 2 c + 1
                 __m512i sums[2];
                 P::sums_16(q, x.block(t + k, b), x.block(t + k, b + 1), sums);
                 LUMEN_UNROLL
                 for (int i = 0; i < 2; ++i) {
                     const int s = 2 * c + i;
                     const __m512 dx = _mm512_set1_ps(x.scale(t + k, b + i));
-                    const __m512i isum = _mm512_mullo_epi32(sums[i], P::byte_of(scales.sc, s));
-                    const __m512i min_isum = _mm512_mullo_epi32(P::byte_of(scales.m, s), _mm512_set1_epi32(-x.block_sum(t + k, b + i)));
+                    const __m512i isum = _mm512_mullo_epi32(sums[i], sc[i]);
+                    const __m512i min_isum = _mm512_mullo_epi32(m[i], _mm512_set1_epi32(-x.block_sum(t + k, b + i)));
                     acc[k][s] = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(d, dx), _mm512_maskz_cvtepi32_ps(all16, isum)), acc[k][s]);
                     acc[k][s] = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(dmin, dx), _mm512_maskz_cvtepi32_ps(all16, min_isum)), acc[k][s]);
                 }
